@@ -1,0 +1,136 @@
+"""Audio front end: any input → 16 kHz mono int16 WAV, durations, and the Wav2Lip mel
+spectrogram exactly as the reference model was trained with (see docs in README)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import lfilter
+
+from .atomic import atomic_path
+from .errors import InputError, MediaError
+from .ffmpeg import run_ffmpeg
+
+SAMPLE_RATE = 16000
+# Wav2Lip's hparams: n_fft = win = 800, hop = 200 (80 mel frames per second at 16 kHz).
+N_FFT = 800
+HOP = 200
+N_MELS = 80
+FMIN = 55.0
+FMAX = 7600.0
+PREEMPHASIS = 0.97
+REF_LEVEL_DB = 20.0
+MIN_LEVEL_DB = -100.0
+MAX_ABS_VALUE = 4.0
+MEL_FRAMES_PER_SECOND = SAMPLE_RATE / HOP
+
+
+def convert_to_wav16k(src: str | os.PathLike, dst: str | os.PathLike, ffmpeg: str = "auto") -> Path:
+    """Decode any audio ffmpeg reads (mp3, wav, flac, ogg, any rate, stereo) into a 16 kHz
+    mono int16 WAV at ``dst``, atomically. Raises InputError/MediaError with a clear message."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise InputError(f"audio file not found: {src}", "check the path")
+    if src.stat().st_size == 0:
+        raise InputError(
+            f"audio file is empty (0 bytes): {src}", "synthesize or record the audio again"
+        )
+    with atomic_path(dst) as tmp:
+        try:
+            run_ffmpeg(
+                [
+                    "-i",
+                    src,
+                    "-vn",
+                    "-ac",
+                    "1",
+                    "-ar",
+                    SAMPLE_RATE,
+                    "-c:a",
+                    "pcm_s16le",
+                    "-f",
+                    "wav",
+                    tmp,
+                ],
+                what=f"converting {src}",
+            )
+        except MediaError as exc:
+            raise InputError(exc.problem, exc.fix) from exc
+        info = sf.info(str(tmp))
+        if info.frames == 0:
+            raise InputError(f"audio file has no samples: {src}", "pass a file that contains sound")
+    return dst
+
+
+def read_wav(path: str | os.PathLike) -> np.ndarray:
+    """A 16 kHz mono WAV → float32 samples in [-1, 1]."""
+    try:
+        samples, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise InputError(
+            f"cannot read WAV {path}: {exc}", "convert it first with `lipbench convert`"
+        ) from exc
+    if samples.ndim != 1 or sr != SAMPLE_RATE:
+        raise InputError(
+            f"{path} is not 16 kHz mono (rate {sr}, shape {samples.shape})",
+            "convert it first with `lipbench convert`",
+        )
+    return samples
+
+
+def duration_s(path: str | os.PathLike) -> float:
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def write_wav16k(path: str | os.PathLike, samples: np.ndarray) -> Path:
+    """Write float samples as a 16 kHz mono int16 WAV, atomically."""
+    with atomic_path(path) as tmp:
+        sf.write(
+            str(tmp),
+            np.asarray(samples, dtype=np.float32),
+            SAMPLE_RATE,
+            subtype="PCM_16",
+            format="WAV",
+        )
+    return Path(path)
+
+
+@functools.cache
+def mel_basis() -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+
+
+def stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """|STFT| with centred frames and reflect padding, Hann window (n_fft = win = 800, hop 200).
+
+    Written with numpy rather than librosa.stft: identical maths, and it keeps librosa's numba
+    start-up cost off the hot path. Frame count is 1 + len(y) // hop."""
+    pad = N_FFT // 2
+    mode = "reflect" if len(y) > pad else "constant"  # reflect needs more samples than the pad
+    padded = np.pad(y.astype(np.float64, copy=False), pad, mode=mode)
+    n_frames = 1 + len(y) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:n_frames]
+    window = np.hanning(N_FFT + 1)[:-1]  # periodic Hann, as scipy/librosa use for STFT
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T
+
+
+def melspectrogram(samples: np.ndarray) -> np.ndarray:
+    """Wav2Lip's normalised log-mel: 80 × (1 + len // 200) float32 in [-4, 4]."""
+    y = lfilter([1.0, -PREEMPHASIS], [1.0], np.asarray(samples, dtype=np.float64))
+    mel = mel_basis() @ stft_magnitude(y)
+    min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))  # 1e-5
+    db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+    norm = 2 * MAX_ABS_VALUE * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS_VALUE
+    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    return 20 * np.log10(max(rms, 1e-10))

@@ -1,0 +1,30 @@
+"""One exception type for every problem a user can fix: the CLI prints it as one line."""
+
+
+class LipbenchError(Exception):
+    """A clear, user-facing error: what went wrong and how to fix it."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} — {fix}" if fix else problem)
+
+
+class InputError(LipbenchError):
+    """Bad user input: text, language, audio, image."""
+
+
+class WeightsError(LipbenchError):
+    """A checkpoint file exists but cannot be used."""
+
+
+class FaceError(LipbenchError):
+    """No usable face in the avatar."""
+
+
+class TTSError(LipbenchError):
+    """Speech synthesis failed."""
+
+
+class MediaError(LipbenchError):
+    """ffmpeg could not read or write a media file."""

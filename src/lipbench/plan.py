@@ -1,0 +1,216 @@
+"""Chunk planning: how many chunks, and where to cut — on video-frame boundaries, optionally
+snapped to the quietest frame nearby so a seam falls between words.
+
+A chunk is a frame range [frame_start, frame_end) over the WHOLE file plus its sample range.
+Rendering always reads mel windows from the full-file mel, so chunking never changes a frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import write_text_atomic
+from .audio import SAMPLE_RATE
+
+FRAME_RULE = (
+    "frames = max(1, round(duration_s * fps)); frame i uses the 16-frame mel window starting at "
+    "int(i * 80 / fps), clamped to the last full window"
+)
+
+
+def estimate_optimal_chunks(
+    duration_s: float,
+    replicas: int,
+    seconds_per_chunk: float = 15.0,
+    min_parallel_s: float = 10.0,
+    max_chunks: int = 4,
+) -> int:
+    """The seed's decision tree as one rule: < 10 s → 1 (sequential); otherwise about
+    ``seconds_per_chunk`` of audio per chunk (20.5 s / 15 = 1.37 → 2), at least 2 once
+    parallel, at most ``max_chunks``, and never more than the replicas available."""
+    if duration_s < min_parallel_s or replicas <= 1:
+        return 1
+    n = max(2, math.ceil(duration_s / seconds_per_chunk))
+    return max(1, min(n, max_chunks, replicas))
+
+
+@dataclass
+class Chunk:
+    index: int
+    frame_start: int
+    frame_end: int
+    sample_start: int
+    sample_end: int
+    model: str
+
+    @property
+    def n_frames(self) -> int:
+        return self.frame_end - self.frame_start
+
+
+@dataclass
+class Plan:
+    duration_s: float
+    fps: float
+    n_frames: int
+    n_samples: int
+    sample_rate: int
+    policy: str
+    chunks: list[Chunk] = field(default_factory=list)
+    frame_rule: str = FRAME_RULE
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_chunks"] = self.n_chunks
+        for c, cd in zip(self.chunks, d["chunks"], strict=True):
+            cd["start_s"] = round(c.sample_start / self.sample_rate, 4)
+            cd["end_s"] = round(c.sample_end / self.sample_rate, 4)
+            cd["n_frames"] = c.n_frames
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        chunk_fields = set(Chunk.__dataclass_fields__)
+        chunks = [Chunk(**{k: v for k, v in c.items() if k in chunk_fields}) for c in d["chunks"]]
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "chunks"}
+        return cls(chunks=chunks, **kw)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def frame_count(n_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
+    return max(1, round(n_samples / sample_rate * fps))
+
+
+def frame_energy(
+    samples: np.ndarray, n_frames: int, fps: float, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Mean square of the audio under each video frame."""
+    edges = np.minimum(
+        np.round(np.arange(n_frames + 1) * sample_rate / fps).astype(np.int64), len(samples)
+    )
+    sq = np.concatenate([[0.0], np.cumsum(np.square(samples, dtype=np.float64))])
+    widths = np.maximum(edges[1:] - edges[:-1], 1)
+    return (sq[edges[1:]] - sq[edges[:-1]]) / widths
+
+
+def cut_points(
+    samples: np.ndarray,
+    n_frames: int,
+    n_chunks: int,
+    fps: float,
+    snap_silence: bool = True,
+    snap_window_s: float = 0.5,
+) -> list[int]:
+    """Frame indices [0, c1, ..., n_frames]: even cuts, each optionally moved to the
+    quietest frame within ±snap_window_s, keeping every chunk at least one frame long."""
+    n_chunks = max(1, min(n_chunks, n_frames))
+    ideal = [round(k * n_frames / n_chunks) for k in range(n_chunks + 1)]
+    if not snap_silence or n_chunks == 1:
+        return ideal
+    energy = frame_energy(samples, n_frames, fps)
+    radius = int(round(snap_window_s * fps))
+    cuts = [0]
+    for k in range(1, n_chunks):
+        lo = max(cuts[-1] + 1, ideal[k] - radius)
+        hi = min(n_frames - (n_chunks - k), ideal[k] + radius)
+        if hi < lo:
+            cuts.append(max(cuts[-1] + 1, min(ideal[k], n_frames - (n_chunks - k))))
+            continue
+        window = energy[lo : hi + 1]
+        # Quietest frame; ties → the one nearest the even cut, so silence keeps chunks balanced.
+        quiet = np.flatnonzero(window <= window.min() * (1 + 1e-9) + 1e-12) + lo
+        cuts.append(int(quiet[np.argmin(np.abs(quiet - ideal[k]))]))
+    cuts.append(n_frames)
+    return cuts
+
+
+def make_plan(
+    samples: np.ndarray,
+    fps: float,
+    n_chunks: int,
+    models: list[str],
+    policy: str = "fixed",
+    snap_silence: bool = True,
+    snap_window_s: float = 0.5,
+) -> Plan:
+    """Plan ``n_chunks`` frame-aligned chunks; chunk k is rendered by ``models[k % len]``."""
+    n_samples = len(samples)
+    n_frames = frame_count(n_samples, fps)
+    cuts = cut_points(samples, n_frames, n_chunks, fps, snap_silence, snap_window_s)
+
+    def sample_at(frame: int) -> int:
+        return min(n_samples, round(frame * SAMPLE_RATE / fps))
+
+    chunks = [
+        Chunk(
+            index=k,
+            frame_start=a,
+            frame_end=b,
+            sample_start=sample_at(a),
+            sample_end=n_samples if k == len(cuts) - 2 else sample_at(b),
+            model=models[k % len(models)],
+        )
+        for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+    ]
+    return Plan(
+        duration_s=n_samples / SAMPLE_RATE,
+        fps=fps,
+        n_frames=n_frames,
+        n_samples=n_samples,
+        sample_rate=SAMPLE_RATE,
+        policy=policy,
+        chunks=chunks,
+    )
+
+
+def plan_from_config(
+    samples: np.ndarray, cfg: dict[str, Any], models: list[str], chunks: int | None = None
+) -> Plan:
+    """Chunk count from an explicit ``chunks``, else the config's policy; then cut."""
+    p = cfg["plan"]
+    duration = len(samples) / SAMPLE_RATE
+    if chunks is not None:
+        n, policy = chunks, "fixed"
+    elif p["policy"] == "fixed":
+        n, policy = p["chunks"], "fixed"
+    else:
+        n = estimate_optimal_chunks(
+            duration, len(models), p["seconds_per_chunk"], p["min_parallel_s"], p["max_chunks"]
+        )
+        policy = "seed"
+    return make_plan(samples, cfg["fps"], n, models, policy, p["snap_silence"], p["snap_window_s"])
+
+
+def write_chunk_wavs(samples: np.ndarray, plan: Plan, out_dir: str | Path) -> list[Path]:
+    """Write each chunk's audio as chunk_{k}.wav with a chunk_{k}.json sidecar holding its
+    frame range (the workflow needs files; inference itself uses the full-file mel)."""
+    from .audio import write_wav16k
+
+    out_dir = Path(out_dir)
+    paths = []
+    for c in plan.chunks:
+        wav = write_wav16k(out_dir / f"chunk_{c.index}.wav", samples[c.sample_start : c.sample_end])
+        meta = {
+            **plan.to_dict()["chunks"][c.index],
+            "fps": plan.fps,
+            "n_frames_total": plan.n_frames,
+        }
+        write_text_atomic(out_dir / f"chunk_{c.index}.json", json.dumps(meta, indent=2) + "\n")
+        paths.append(wav)
+    return paths

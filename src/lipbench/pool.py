@@ -1,0 +1,373 @@
+"""Replica pool: long-lived worker processes, each holding one loaded Wav2Lip checkpoint,
+rendering frame ranges of jobs into video-only chunk files.
+
+On CPU a replica is a process with its own torch thread count (replicas × threads ≤ cores
+by default); on CUDA each replica process owns its own copy of the model on the GPU. The
+pool starts once and is reused across jobs; a replica that dies mid-chunk is replaced and
+its chunk retried once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LipbenchError
+
+log = logging.getLogger("lipbench.pool")
+
+START_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    model: str  # checkpoint name: gan, nogan, ...
+    threads: int
+    device: str
+    weights_dir: str
+    weights_files: dict[str, str]
+    seed: int
+    render_options: Any  # render.RenderOptions (kept Any so this module imports no torch)
+
+
+@dataclass
+class ChunkTask:
+    task_id: int
+    job: Any  # render.JobInputs
+    start: int
+    end: int
+    out_path: str
+    encoder: Any  # video.EncoderSettings
+    chunk_index: int = 0
+
+
+def render_chunk(
+    renderer: Any,
+    job: Any,
+    start: int,
+    end: int,
+    out_path: str | Path,
+    encoder: Any,
+    tick: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render frames [start, end) of ``job`` into a video-only file (atomically). Returns
+    timing stats and the chunk's edge frames + consecutive-frame steps for the seam metric.
+    Used by pool replicas and by ``lipbench render-chunk`` alike."""
+    import resource
+
+    import numpy as np
+
+    from .metrics import mean_abs_diff
+    from .video import FrameWriter
+
+    started = time.time()
+    first = prev = None
+    steps: list[float] = []
+    render_s = 0.0
+    w, h = job.avatar.size
+    t = time.perf_counter()
+    with FrameWriter(out_path, w, h, encoder) as writer:
+        for frame in renderer.render(job, start, end):
+            render_s += time.perf_counter() - t
+            writer.write(frame)
+            if first is None:
+                first = frame.copy()
+            if prev is not None:
+                steps.append(mean_abs_diff(prev, frame))
+            prev = frame
+            if tick and writer.frames_written % 8 == 0:
+                tick(8)
+            t = time.perf_counter()
+    ended = time.time()
+    n = end - start
+    stats = {
+        "frame_start": start,
+        "frame_end": end,
+        "frames": n,
+        "start_ts": started,
+        "end_ts": ended,
+        "wall_s": round(ended - started, 4),
+        "render_s": round(render_s, 4),
+        "encode_s": round(ended - started - render_s, 4),
+        "fps": round(n / max(ended - started, 1e-9), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return stats, {"first": np.asarray(first), "last": np.asarray(prev), "steps": steps}
+
+
+def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: mp.Queue) -> None:
+    """Worker process: load the checkpoint once, then render tasks until told to stop."""
+    import torch
+
+    from .render import Renderer
+    from .weights import load_generator
+
+    torch.set_num_threads(spec.threads)
+    try:
+        t0 = time.perf_counter()
+        model, info = load_generator(
+            spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device
+        )
+        renderer = Renderer(model, spec.device, spec.render_options)
+        load_s = time.perf_counter() - t0
+    except LipbenchError as exc:
+        results.put(("failed", replica_id, str(exc)))
+        return
+    except Exception:  # noqa: BLE001 - report any start-up failure to the parent
+        results.put(("failed", replica_id, traceback.format_exc(limit=3)))
+        return
+    weights = {k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")}
+    results.put(
+        ("ready", replica_id, {"pid": os.getpid(), "load_s": round(load_s, 3), "weights": weights})
+    )
+
+    while True:
+        msg = tasks.get()
+        if msg is None:
+            return
+        task: ChunkTask = msg
+        try:
+            results.put(("started", replica_id, task.task_id, time.time()))
+
+            def tick(n: int, tid: int = task.task_id) -> None:
+                results.put(("progress", replica_id, tid, n))
+
+            stats, edges = render_chunk(
+                renderer, task.job, task.start, task.end, task.out_path, task.encoder, tick
+            )
+            stats.update(
+                replica=replica_id, pid=os.getpid(), model=spec.model, threads=spec.threads
+            )
+            if spec.device.startswith("cuda"):
+                stats["gpu_max_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            results.put(("done", replica_id, task.task_id, stats, edges))
+        except LipbenchError as exc:
+            results.put(("error", replica_id, task.task_id, str(exc)))
+        except Exception:  # noqa: BLE001 - the parent turns this into a clear chunk error
+            results.put(("error", replica_id, task.task_id, traceback.format_exc(limit=4)))
+
+
+@dataclass
+class _Replica:
+    replica_id: int
+    spec: ReplicaSpec
+    process: Any
+    tasks: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ChunkFailed(LipbenchError):
+    pass
+
+
+class ReplicaPool:
+    """A fixed set of replicas. ``render_chunks`` runs tasks across them and returns stats."""
+
+    def __init__(self, specs: list[ReplicaSpec]):
+        if not specs:
+            raise ValueError("a pool needs at least one replica")
+        self.specs = specs
+        self._ctx = mp.get_context("spawn")  # fork + torch threads is unsafe
+        self._results: Any = self._ctx.Queue()
+        self.replicas: list[_Replica] = []
+        self.restarts = 0
+        self.on_event: Callable[[str, dict], None] | None = None  # test/progress hook
+        t0 = time.perf_counter()
+        try:
+            for i, spec in enumerate(specs):
+                self.replicas.append(self._spawn(i, spec))
+            for r in self.replicas:
+                self._wait_ready(r)
+        except BaseException:
+            self.close()
+            raise
+        self.start_s = round(time.perf_counter() - t0, 3)
+
+    @property
+    def models(self) -> list[str]:
+        return [s.model for s in self.specs]
+
+    def _spawn(self, replica_id: int, spec: ReplicaSpec) -> _Replica:
+        tasks = self._ctx.Queue()
+        proc = self._ctx.Process(
+            target=_replica_main,
+            args=(replica_id, spec, tasks, self._results),
+            daemon=True,
+            name=f"replica-{replica_id}-{spec.model}",
+        )
+        proc.start()
+        return _Replica(replica_id, spec, proc, tasks)
+
+    def _wait_ready(self, r: _Replica) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.replicas[r.replica_id].info:  # its "ready" was read while waiting for another
+                return
+            try:
+                msg = self._results.get(timeout=0.5)
+            except queue.Empty:
+                if not r.process.is_alive():
+                    raise LipbenchError(
+                        f"replica {r.replica_id} ({r.spec.model}) exited while loading (code {r.process.exitcode})"
+                    ) from None
+                continue
+            kind, rid = msg[0], msg[1]
+            if kind == "failed":
+                text = msg[2].strip()
+                if "\n" in text:  # a traceback: keep its last line
+                    text = f"replica {rid} ({self.specs[rid].model}) failed to start: {text.splitlines()[-1]}"
+                raise LipbenchError(text)
+            if kind == "ready":
+                self.replicas[rid].info = msg[2]
+        raise LipbenchError(f"replica {r.replica_id} did not start within {START_TIMEOUT_S:.0f} s")
+
+    def replica_info(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "replica": r.replica_id,
+                "model": r.spec.model,
+                "threads": r.spec.threads,
+                "device": r.spec.device,
+                **r.info,
+            }
+            for r in self.replicas
+        ]
+
+    def pids(self) -> list[int]:
+        return [r.process.pid for r in self.replicas if r.process.pid]
+
+    def _emit(self, kind: str, data: dict) -> None:
+        if self.on_event:
+            self.on_event(kind, data)
+
+    def _restart(self, r: _Replica) -> None:
+        """Replace a dead replica with a fresh process of the same spec."""
+        self.restarts += 1
+        fresh = self._spawn(r.replica_id, r.spec)
+        self.replicas[r.replica_id] = fresh
+        self._wait_ready(fresh)
+
+    def render_chunks(
+        self,
+        tasks: list[ChunkTask],
+        assign: list[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[dict[int, dict], dict[int, dict]]:
+        """Run ``tasks[i]`` on replica ``assign[i]`` (each replica works through its own queue,
+        longest chunk first). Returns (stats, edges) keyed by task_id. A replica that dies
+        mid-chunk is restarted and the chunk retried once; a second failure raises
+        ChunkFailed naming the chunk."""
+        by_id = {t.task_id: t for t in tasks}
+        queues: dict[int, list[ChunkTask]] = {r.replica_id: [] for r in self.replicas}
+        for t, rid in zip(tasks, assign, strict=True):
+            queues[rid].append(t)
+        for q in queues.values():
+            q.sort(key=lambda t: t.end - t.start, reverse=True)
+        running: dict[int, ChunkTask] = {}  # replica → task
+        attempts: dict[int, int] = {t.task_id: 0 for t in tasks}
+        stats: dict[int, dict] = {}
+        edges: dict[int, dict] = {}
+
+        def feed(rid: int) -> None:
+            if rid not in running and queues[rid]:
+                t = queues[rid].pop(0)
+                attempts[t.task_id] += 1
+                running[rid] = t
+                self.replicas[rid].tasks.put(t)
+
+        for rid in queues:
+            feed(rid)
+        while running:
+            try:
+                msg = self._results.get(timeout=0.5)
+            except queue.Empty:
+                for rid, t in list(running.items()):
+                    r = self.replicas[rid]
+                    if r.process.is_alive():
+                        continue
+                    code = r.process.exitcode
+                    _remove_partials(t.out_path)
+                    del running[rid]
+                    if attempts[t.task_id] >= 2:
+                        raise ChunkFailed(
+                            f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed twice: replica {rid} ({r.spec.model}) died (exit code {code})",
+                            "check memory (dmesg) and run again; the partial files were removed",
+                        ) from None
+                    log.warning(
+                        "replica %d died (exit %s) rendering chunk %d; retrying on a fresh replica",
+                        rid,
+                        code,
+                        t.chunk_index,
+                    )
+                    self._emit(
+                        "replica_died", {"replica": rid, "chunk": t.chunk_index, "exitcode": code}
+                    )
+                    self._restart(r)
+                    queues[rid].insert(0, t)
+                    feed(rid)
+                continue
+            kind = msg[0]
+            if kind == "started":
+                self._emit(
+                    "started",
+                    {
+                        "replica": msg[1],
+                        "task_id": msg[2],
+                        "pid": self.replicas[msg[1]].process.pid,
+                    },
+                )
+            elif kind == "progress":
+                if progress:
+                    progress(msg[3])
+            elif kind == "done":
+                _, rid, tid, st, edge = msg
+                st["chunk"] = by_id[tid].chunk_index
+                st["attempts"] = attempts[tid]
+                stats[tid], edges[tid] = st, edge
+                running.pop(rid, None)
+                feed(rid)
+            elif kind == "error":
+                _, rid, tid, text = msg
+                t = by_id[tid]
+                _remove_partials(t.out_path)
+                line = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+                raise ChunkFailed(
+                    f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed on replica {rid} ({self.replicas[rid].spec.model}): {line}"
+                )
+            elif kind == "ready":
+                self.replicas[msg[1]].info = msg[2]
+        return stats, edges
+
+    def close(self) -> None:
+        for r in self.replicas:
+            try:
+                r.tasks.put(None)
+            except (ValueError, OSError):
+                pass
+        for r in self.replicas:
+            r.process.join(timeout=10)
+            if r.process.is_alive():
+                r.process.kill()
+                r.process.join()
+        self.replicas = []
+
+    def __enter__(self) -> ReplicaPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _remove_partials(out_path: str) -> None:
+    """A killed writer leaves its temp file (.<stem>.*.part.mp4) behind: remove it."""
+    p = Path(out_path)
+    for leftover in p.parent.glob(f".{p.stem}.*.part*"):
+        leftover.unlink(missing_ok=True)

@@ -1,0 +1,200 @@
+"""Wav2Lip frames for a frame range [a, b) of a job.
+
+A job's inputs (full-file mel, avatar, face boxes) live in a ``JobInputs``; a ``Renderer``
+holds one loaded model and turns any frame range of any job into full BGR frames, batch by
+batch, so memory never grows with audio length. Because every chunk reads its mel windows
+from the full-file mel, rendering [a, b) in pieces gives the same frames as rendering it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .face import Avatar, FaceBoxes, crop_face, paste_face
+from .model import Wav2Lip, fold_batchnorm
+
+log = logging.getLogger("lipbench.render")
+
+MEL_STEP = 16  # mel frames per window (0.2 s)
+FACE = 96
+UNTRAINED_LABEL = "untrained weights"
+
+
+def mel_window_starts(n_frames: int, n_mel: int, fps: float, first: int = 0) -> np.ndarray:
+    """Start of frame i's 16-frame window: int(i * 80 / fps), clamped to the last full window."""
+    i = np.arange(first, first + n_frames)
+    starts = np.floor(i * 80.0 / fps + 1e-9).astype(np.int64)  # guard against 80/fps rounding
+    return np.minimum(starts, max(0, n_mel - MEL_STEP))
+
+
+def pad_mel(mel: np.ndarray) -> np.ndarray:
+    """Very short audio (< 0.2 s) has fewer than 16 mel frames: pad with silence (−4)."""
+    if mel.shape[1] >= MEL_STEP:
+        return mel
+    return np.pad(mel, ((0, 0), (0, MEL_STEP - mel.shape[1])), constant_values=-4.0)
+
+
+@dataclass
+class JobInputs:
+    """Everything a replica needs to render any frame range of one job (picklable)."""
+
+    mel: np.ndarray  # 80 × M float32, the whole file
+    n_frames: int
+    fps: float
+    avatar: Avatar
+    boxes: FaceBoxes
+    label: str | None = None  # corner text stamped on every frame (untrained weights)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mel = pad_mel(np.asarray(self.mel, dtype=np.float32))
+
+
+@dataclass
+class RenderOptions:
+    batch_size: int = 16
+    channels_last: bool = True
+    fold_batchnorm: bool = True
+    static_face_features: bool = True  # static avatar: run the face encoder once per job
+    reuse_identical_mels: bool = True  # static avatar: identical mel windows → same face
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> RenderOptions:
+        r = cfg["render"]
+        return cls(
+            batch_size=r["batch_size"],
+            channels_last=r["channels_last"],
+            fold_batchnorm=r["fold_batchnorm"],
+            static_face_features=r["static_face_features"],
+            reuse_identical_mels=r["reuse_identical_mels"],
+        )
+
+
+def face_input(face96: np.ndarray) -> np.ndarray:
+    """6×96×96 float32: the crop with its lower half zeroed, then the unmasked reference, /255."""
+    masked = face96.copy()
+    masked[FACE // 2 :] = 0
+    return np.concatenate([masked, face96], axis=2).transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:
+    h = frame.shape[0]
+    scale = max(0.35, h / 900)
+    thick = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x, y = 6, h - 6
+    cv2.rectangle(frame, (x - 3, y - th - base - 3), (x + tw + 3, y + 3), (0, 0, 0), -1)
+    cv2.putText(
+        frame,
+        text,
+        (x, y - base + 1),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        thick,
+        cv2.LINE_AA,
+    )
+    return frame
+
+
+class Renderer:
+    """One model on one device, reused across jobs and frame ranges."""
+
+    def __init__(self, model: Wav2Lip, device: str = "cpu", options: RenderOptions | None = None):
+        self.options = options or RenderOptions()
+        self.device = torch.device(device)
+        model = model.eval().to(self.device)
+        if self.options.fold_batchnorm:
+            model = fold_batchnorm(model)
+        if self.options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._face_cache: tuple[int, list[torch.Tensor]] | None = None
+        self._mel_cache: dict[bytes, np.ndarray] = {}
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return t.contiguous(memory_format=torch.channels_last) if self.options.channels_last else t
+
+    def _static_features(self, job: JobInputs) -> list[torch.Tensor]:
+        key = job.meta.get("key", id(job))  # jobs arrive re-pickled per chunk: key by job id
+        if self._face_cache is None or self._face_cache[0] != key:
+            face = face_input(crop_face(job.avatar.frame(0), job.boxes.box(0)))[None]
+            self._face_cache = (key, self.model.encode_face(self._tensor(face)))
+            self._mel_cache.clear()
+        return self._face_cache[1]
+
+    @torch.inference_mode()
+    def _faces(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """96×96 BGR uint8 generated faces for global frame indices ``frames``."""
+        static = job.avatar.is_static and self.options.static_face_features
+        mel = self._tensor(windows[:, None])
+        if static:
+            feats = self._static_features(job)
+            emb = self.model.encode_audio(mel)
+            out = self.model.decode(emb, [f.expand(len(frames), -1, -1, -1) for f in feats])
+        else:
+            faces = np.stack(
+                [face_input(crop_face(job.avatar.frame(i), job.boxes.box(i))) for i in frames]
+            )
+            out = self.model(mel, self._tensor(faces))
+        # ×255 then truncate to uint8, as the reference does; NCHW RGB-ordered planes are BGR here.
+        return (out.float().cpu().numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+
+    def _faces_dedup(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """Static avatar: a repeated mel window (e.g. silence) is rendered once per job."""
+        keys = [w.tobytes() for w in windows]
+        todo = [k for k in range(len(frames)) if keys[k] not in self._mel_cache]
+        uniq: dict[bytes, int] = {}
+        for k in todo:
+            uniq.setdefault(keys[k], k)
+        if uniq:
+            idx = np.array(list(uniq.values()))
+            for key, face in zip(uniq, self._faces(job, frames[idx], windows[idx]), strict=True):
+                self._mel_cache[key] = face
+        out = np.stack([self._mel_cache[k] for k in keys])
+        if len(self._mel_cache) > 4096:  # bounded: only repeats matter, keep memory flat
+            self._mel_cache.clear()
+        return out
+
+    def generated_faces(
+        self, job: JobInputs, start: int, end: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (global frame indices, 96×96 faces) batch by batch for [start, end)."""
+        bs = self.options.batch_size
+        dedup = (
+            self.options.reuse_identical_mels
+            and job.avatar.is_static
+            and self.options.static_face_features
+        )
+        for a in range(start, end, bs):
+            b = min(end, a + bs)
+            frames = np.arange(a, b)
+            starts = mel_window_starts(b - a, job.mel.shape[1], job.fps, first=a)
+            windows = np.stack([job.mel[:, s : s + MEL_STEP] for s in starts])
+            faces = (
+                self._faces_dedup(job, frames, windows)
+                if dedup
+                else self._faces(job, frames, windows)
+            )
+            yield frames, faces
+
+    def render(self, job: JobInputs, start: int, end: int) -> Iterator[np.ndarray]:
+        """Full BGR frames for [start, end), in order."""
+        if not 0 <= start < end <= job.n_frames:
+            raise ValueError(
+                f"frame range [{start}, {end}) outside the job's {job.n_frames} frames"
+            )
+        for frames, faces in self.generated_faces(job, start, end):
+            for i, face in zip(frames, faces, strict=True):
+                frame = paste_face(job.avatar.frame(int(i)), job.boxes.box(int(i)), face)
+                if job.label:
+                    frame = stamp_label(frame, job.label)
+                yield frame

@@ -1,0 +1,199 @@
+"""Video I/O through ffmpeg: encode raw frames to H.264, concat chunks with the concat demuxer
+(stream copy), mux the audio once, count frames, read frames back. Outputs are atomic."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, write_text_atomic
+from .errors import MediaError
+from .ffmpeg import explain_failure, ffmpeg_exe, run_ffmpeg
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Identical settings for every chunk, so the concat demuxer can stream-copy them."""
+
+    fps: float = 25.0
+    crf: int = 18
+    preset: str = "veryfast"
+    ffmpeg: str = "auto"
+
+    def video_args(self) -> list[str]:
+        return [
+            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+            "-pix_fmt", "yuv420p",
+            # yuv420p needs even sizes; crop one pixel off an odd edge rather than fail.
+            "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+            "-r", f"{self.fps:g}",
+        ]  # fmt: skip
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> EncoderSettings:
+        v = cfg["video"]
+        return cls(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"], ffmpeg=v["ffmpeg"])
+
+
+class FrameWriter:
+    """Streams BGR uint8 frames into ffmpeg's stdin → a video-only MP4, written atomically.
+
+    Use as a context manager; the file appears at ``path`` only if every frame was written
+    and ffmpeg exited cleanly."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, settings: EncoderSettings):
+        self.path = Path(path)
+        self.size = (width, height)
+        self.settings = settings
+        self.frames_written = 0
+        self._atomic = atomic_path(self.path)
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> FrameWriter:
+        tmp = self._atomic.__enter__()
+        w, h = self.size
+        cmd = [
+            ffmpeg_exe(self.settings.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{self.settings.fps:g}",
+            "-i", "pipe:0", "-an", *self.settings.video_args(), "-movflags", "+faststart", str(tmp),
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        if frame.shape[1::-1] != self.size or frame.dtype != np.uint8:
+            raise ValueError(
+                f"frame {frame.shape} {frame.dtype} does not match writer size {self.size}"
+            )
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError as exc:
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            raise explain_failure(err, f"encoding {self.path}") from exc
+        self.frames_written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self._proc is not None
+        proc = self._proc
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        if exc_type is not None:
+            proc.kill()
+            proc.wait()
+            self._atomic.__exit__(exc_type, exc, tb)
+            return False
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        rc = proc.wait()
+        if rc != 0 or self.frames_written == 0:
+            failure = (
+                explain_failure(err, f"encoding {self.path}")
+                if rc
+                else MediaError(f"no frames written to {self.path}")
+            )
+            self._atomic.__exit__(MediaError, failure, None)
+            raise failure
+        self._atomic.__exit__(None, None, None)
+        return False
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray], path: str | os.PathLike, settings: EncoderSettings
+) -> int:
+    """Encode an iterable of same-sized BGR frames; returns the frame count."""
+    it = iter(frames)
+    first = next(it)
+    with FrameWriter(path, first.shape[1], first.shape[0], settings) as w:
+        w.write(first)
+        for f in it:
+            w.write(f)
+    return w.frames_written
+
+
+def _concat_list_line(path: Path) -> str:
+    # The concat demuxer's quoting: wrap in single quotes, escape embedded single quotes.
+    return "file '" + str(path.resolve()).replace("'", "'\\''") + "'"
+
+
+def concat_videos(chunks: list[Path], out: str | os.PathLike, ffmpeg: str = "auto") -> Path:
+    """Join chunk videos (same encoder settings) with the concat demuxer and stream copy."""
+    out = Path(out)
+    list_file = out.with_name(f".{out.stem}.concat.txt")
+    write_text_atomic(list_file, "\n".join(_concat_list_line(Path(c)) for c in chunks) + "\n")
+    try:
+        with atomic_path(out) as tmp:
+            run_ffmpeg(["-f", "concat", "-safe", "0", "-i", list_file, "-c", "copy", "-movflags", "+faststart", tmp],
+                       what=f"merging {len(chunks)} chunks into {out}", setting=ffmpeg)  # fmt: skip
+    finally:
+        list_file.unlink(missing_ok=True)
+    return out
+
+
+def mux_audio(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike,
+              ffmpeg: str = "auto", bitrate: str = "128k") -> Path:  # fmt: skip
+    """Video stream copied, the whole audio encoded once as AAC (per-chunk AAC would add
+    priming gaps at every seam)."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        run_ffmpeg(
+            ["-i", video, "-i", audio, "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+             "-c:a", "aac", "-b:a", bitrate, "-movflags", "+faststart", tmp],
+            what=f"adding audio to {out}", setting=ffmpeg,
+        )  # fmt: skip
+    return out
+
+
+@dataclass
+class MediaInfo:
+    duration_s: float | None
+    has_video: bool
+    has_audio: bool
+    width: int | None
+    height: int | None
+    fps: float | None
+
+
+def probe(path: str | os.PathLike, ffmpeg: str = "auto") -> MediaInfo:
+    """Stream facts from ffmpeg's own banner (imageio-ffmpeg ships no ffprobe)."""
+    proc = subprocess.run([ffmpeg_exe(ffmpeg), "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    err = proc.stderr
+    if "Input #0" not in err:
+        raise explain_failure(err, f"reading {path}")
+    dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", err)
+    duration = int(dur[1]) * 3600 + int(dur[2]) * 60 + float(dur[3]) if dur else None
+    vid = re.search(r"Stream #.*Video: .*?, (\d+)x(\d+)", err)
+    fps = re.search(r"(\d+(?:\.\d+)?) fps", err)
+    return MediaInfo(
+        duration_s=duration,
+        has_video=vid is not None,
+        has_audio=re.search(r"Stream #.*Audio:", err) is not None,
+        width=int(vid[1]) if vid else None,
+        height=int(vid[2]) if vid else None,
+        fps=float(fps[1]) if fps else None,
+    )
+
+
+def count_frames(path: str | os.PathLike) -> tuple[int, float]:
+    """(frames, seconds) by decoding the file."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.count_frames_and_secs(str(path))
+
+
+def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Decode a video to BGR uint8 frames."""
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="bgr24")
+    meta = next(gen)
+    w, h = meta["size"]
+    for buf in gen:
+        yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)

@@ -1,0 +1,366 @@
+"""Named Wav2Lip generator checkpoints: find, verify and load them.
+
+- ``gan`` → ``<weights_dir>/wav2lip_gan.pth``, ``nogan`` → ``<weights_dir>/wav2lip.pth``.
+- A missing file is not an error: the generator is built with seeded random weights (same
+  seed → bit-identical weights in any process) and a WARNING says the output is untrained.
+- A file that is present but unusable (not a torch file, truncated, wrong architecture,
+  a SyncNet or discriminator checkpoint, NaNs) raises ``WeightsError`` naming the file,
+  what is wrong and how to fix it. There is never a silent fallback to random weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .atomic import atomic_path
+from .errors import WeightsError
+from .model import Wav2Lip
+
+__all__ = [
+    "DEFAULT_FILES",
+    "DEFAULT_WEIGHTS_DIR",
+    "WeightsInfo",
+    "checkpoint_path",
+    "load_generator",
+    "load_state_dict_file",
+    "save_official_checkpoint",
+    "seeded_random_generator",
+    "sha256_file",
+]
+
+log = logging.getLogger("lipbench.weights")
+
+DEFAULT_WEIGHTS_DIR = "weights"
+DEFAULT_FILES: dict[str, str] = {"gan": "wav2lip_gan.pth", "nogan": "wav2lip.pth"}
+
+_PREFIX = "module."  # added by nn.DataParallel when the official checkpoints were saved
+_DOWNLOAD_FIX = (
+    "replace it with the official Wav2Lip generator checkpoint "
+    "(wav2lip_gan.pth or wav2lip.pth, a few hundred MB), or delete it to run with "
+    "seeded random weights"
+)
+
+
+@dataclass
+class WeightsInfo:
+    """Where a generator's weights came from (recorded with every result)."""
+
+    name: str
+    path: str | None  # the checkpoint file, None for seeded-random weights
+    source: str  # "file" | "seeded-random"
+    sha256: str | None
+    seed: int | None  # only for seeded-random weights
+    trained: bool  # True when loaded from a checkpoint file
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def checkpoint_path(
+    name: str,
+    weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """The file a checkpoint name maps to. ``files`` overrides/extends ``DEFAULT_FILES``
+    (values are file names inside ``weights_dir``, or absolute paths)."""
+    table = {**DEFAULT_FILES, **(files or {})}
+    if name not in table:
+        raise WeightsError(
+            f"unknown checkpoint name {name!r}",
+            f"use one of: {', '.join(sorted(table))}",
+        )
+    return Path(weights_dir) / table[name]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _sniff(path: Path) -> tuple[bool, str]:
+    """(looks like a torch file, hint) for a file that torch.load rejected."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return False, f"it cannot be opened ({e})"
+    if not head:
+        return False, "the file is empty"
+    if head.startswith(b"version https://git-lfs"):
+        return False, "it is a Git LFS pointer, not the checkpoint itself"
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return False, "it is an HTML page (a failed download?)"
+    # zip archive (torch >= 1.6) or pickle protocol 2 header (legacy torch.save)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02"):
+        return True, "it looks like a PyTorch file that is truncated or corrupted"
+    return False, "it does not look like a PyTorch file"
+
+
+def _read_torch_file(path: Path, map_location: str | torch.device) -> Any:
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} is not a regular file", _DOWNLOAD_FIX)
+    try:
+        # weights_only=True: official checkpoints hold only tensors, dicts, lists and numbers,
+        # so the safe unpickler suffices; anything needing arbitrary code is rejected.
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load reports bad bytes via EOFError, KeyError,
+        # UnpicklingError, RuntimeError (broken zip) ...: all mean "unusable file"
+        text = str(e).strip()
+        msg = text.splitlines()[0] if text else type(e).__name__
+        is_torch, hint = _sniff(path)
+        if is_torch and "Weights only load failed" in msg:
+            raise WeightsError(
+                f"checkpoint {path} contains pickled Python objects (not just tensors), "
+                "which lipbench refuses to load",
+                "re-save it as torch.save({'state_dict': model.state_dict()}, path), "
+                f"or {_DOWNLOAD_FIX}",
+            ) from e
+        if is_torch:
+            hint += " (incomplete download or copy?)"
+        raise WeightsError(
+            f"checkpoint {path} cannot be read by torch.load: {hint} "
+            f"[{type(e).__name__}: {msg[:160]}]",
+            _DOWNLOAD_FIX,
+        ) from e
+
+
+def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
+    if not isinstance(obj, dict):
+        raise WeightsError(
+            f"checkpoint {path} holds a {type(obj).__name__}, not a dict with a 'state_dict'",
+            _DOWNLOAD_FIX,
+        )
+    if "state_dict" in obj:
+        sd = obj["state_dict"]
+        if not isinstance(sd, dict):
+            raise WeightsError(
+                f"checkpoint {path}: 'state_dict' is a {type(sd).__name__}, not a dict",
+                _DOWNLOAD_FIX,
+            )
+    elif obj and all(isinstance(v, Tensor) for v in obj.values()):
+        sd = obj  # a bare state dict
+    else:
+        keys = ", ".join(map(str, list(obj)[:5]))
+        raise WeightsError(
+            f"checkpoint {path} has no 'state_dict' and is not a state dict itself "
+            f"(top-level keys: {keys or 'none'})",
+            _DOWNLOAD_FIX,
+        )
+    out: dict[str, Tensor] = {}
+    for k, v in sd.items():
+        if not isinstance(k, str) or not isinstance(v, Tensor):
+            raise WeightsError(
+                f"checkpoint {path}: entry {k!r} is a {type(v).__name__}, not a tensor",
+                _DOWNLOAD_FIX,
+            )
+        out[k.removeprefix(_PREFIX)] = v
+    return out
+
+
+@functools.cache
+def _expected_layout() -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    with torch.device("meta"):  # no memory, no init cost
+        ref = Wav2Lip()
+    return {k: (v.dtype, tuple(v.shape)) for k, v in ref.state_dict().items()}
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _check_generator_state_dict(sd: dict[str, Tensor], path: Path) -> None:
+    keys = set(sd)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("binary_pred."):
+        raise WeightsError(
+            f"checkpoint {path} is a Wav2Lip visual-quality discriminator "
+            "(it has 'face_encoder_blocks' + 'binary_pred' weights), not the generator",
+            "use the generator checkpoint wav2lip_gan.pth or wav2lip.pth, "
+            "not the discriminator (visual_quality_disc.pth)",
+        )
+    if has("face_encoder.") and not has("face_encoder_blocks."):
+        raise WeightsError(
+            f"checkpoint {path} looks like a SyncNet lip-sync expert "
+            "('face_encoder.*' / 'audio_encoder.*' stacks, no 'face_encoder_blocks'), "
+            "not the Wav2Lip generator",
+            "use the generator checkpoint wav2lip_gan.pth or wav2lip.pth, not lipsync_expert.pth",
+        )
+
+    expected = _expected_layout()
+    # Pre-0.4.1 BatchNorm checkpoints lack num_batches_tracked; BatchNorm fills it in.
+    missing = sorted(k for k in expected if k not in keys and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(keys - expected.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_few(unexpected)}")
+        raise WeightsError(
+            f"checkpoint {path} does not match the Wav2Lip generator: " + "; ".join(parts),
+            _DOWNLOAD_FIX,
+        )
+    for k, (dtype, shape) in expected.items():
+        if k not in sd:
+            continue
+        v = sd[k]
+        if tuple(v.shape) != shape:
+            raise WeightsError(
+                f"checkpoint {path} does not match the Wav2Lip generator: {k} has shape "
+                f"{tuple(v.shape)}, expected {shape}",
+                _DOWNLOAD_FIX,
+            )
+        if dtype.is_floating_point:
+            if not v.is_floating_point():
+                raise WeightsError(
+                    f"checkpoint {path}: {k} has dtype {v.dtype}, expected a float tensor",
+                    _DOWNLOAD_FIX,
+                )
+            if not bool(torch.isfinite(v).all()):
+                raise WeightsError(
+                    f"checkpoint {path}: {k} contains NaN or Inf values",
+                    _DOWNLOAD_FIX,
+                )
+
+
+def load_state_dict_file(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Tensor]:
+    """Read a generator state dict from a checkpoint in the official format.
+
+    Accepts ``{"state_dict": {...}, ...}`` (other top-level keys such as ``optimizer``,
+    ``global_step``, ``global_epoch`` are ignored) or a bare state dict; a ``module.`` key
+    prefix is stripped. The result is checked against the generator's keys and shapes;
+    any problem raises ``WeightsError``.
+    """
+    p = Path(path)
+    sd = _extract_state_dict(_read_torch_file(p, map_location), p)
+    _check_generator_state_dict(sd, p)
+    return sd
+
+
+# --------------------------------------------------------------------------- building models
+
+
+def _bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@torch.no_grad()
+def seeded_random_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
+    """An untrained generator, bit-identical for the same seed in any process (on CPU).
+
+    Default PyTorch init alone is degenerate here: activations shrink layer by layer, so
+    the output barely depends on the audio (std ~1e-8). So the BatchNorm running
+    statistics are calibrated on one seeded batch of random faces and mels — each layer
+    then sees unit-variance inputs, as in a trained net, and the mouth region responds to
+    the audio. Calibration runs in float64 and the stats are rounded to bfloat16
+    precision, so thread count / summation order cannot change a single bit.
+
+    The caller's global RNG state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device("cpu"):
+            model = Wav2Lip()
+    gen = torch.Generator().manual_seed(seed + 0x5EED)
+    face = torch.rand(calib_batch, 6, 96, 96, generator=gen, dtype=torch.float64)
+    face[:, :3, 48:] = 0  # masked lower half, as at inference
+    mel = torch.rand(calib_batch, 1, 80, 16, generator=gen, dtype=torch.float64) * 8 - 4
+
+    bns = _bn_layers(model)
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch → exactly its statistics
+    model.double().train()
+    model(mel, face)
+    model.float().eval()
+    for bn in bns:
+        bn.momentum = 0.1
+        for buf in (bn.running_mean, bn.running_var):
+            assert buf is not None
+            buf.copy_(buf.to(torch.bfloat16).to(torch.float32))
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.zero_()
+    return model
+
+
+def _model_from_state_dict(sd: dict[str, Tensor], path: Path, device: torch.device) -> Wav2Lip:
+    with torch.device("meta"):  # skip random init: every tensor is overwritten below
+        model = Wav2Lip()
+    model.to_empty(device=device)
+    for bn in _bn_layers(model):
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.zero_()  # in case the checkpoint predates this buffer
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:  # shapes/keys were checked already; this is a safety net
+        raise WeightsError(f"checkpoint {path} cannot be loaded: {e}", _DOWNLOAD_FIX) from e
+    return model
+
+
+def load_generator(
+    name: str,
+    weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR,
+    files: dict[str, str] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[Wav2Lip, WeightsInfo]:
+    """The generator for checkpoint ``name``, in eval mode on ``device``.
+
+    If the file is missing, returns seeded random weights (``source="seeded-random"``,
+    ``trained=False``) and logs a WARNING; if it is present but unusable, raises
+    ``WeightsError``.
+    """
+    dev = torch.device(device)
+    path = checkpoint_path(name, weights_dir, files)
+    if not path.exists():
+        log.warning(
+            "Checkpoint %r not found at %s: using UNTRAINED random weights (seed %d). "
+            "The video will show meaningless mouth movement. For real lip-sync, put the "
+            "official Wav2Lip checkpoint at %s.",
+            name,
+            path,
+            seed,
+            path,
+        )
+        model = seeded_random_generator(seed).to(dev).eval()
+        return model, WeightsInfo(name, None, "seeded-random", None, seed, False)
+
+    sd = load_state_dict_file(path, map_location=dev)
+    model = _model_from_state_dict(sd, path, dev).eval()
+    info = WeightsInfo(name, str(path), "file", sha256_file(path), None, True)
+    log.info("Loaded checkpoint %r from %s (sha256 %s)", name, path, info.sha256)
+    return model, info
+
+
+def save_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save ``model`` the way the official checkpoints are laid out (DataParallel
+    ``module.`` prefix under ``state_dict``, plus the bookkeeping keys). Atomic."""
+    ckpt = {
+        "state_dict": {_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": None,
+        "global_step": 0,
+        "global_epoch": 0,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
