@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,7 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
 
     from .atomic import atomic_path, write_text_atomic
     from .config import resolve_device
+    from .metrics import UsageSampler
     from .pipeline import build_job, default_threads, model_seed
     from .plan import Plan
     from .pool import render_chunk
@@ -209,17 +211,21 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
             f"plan {args.plan} has {plan.n_frames} frames but {args.audio} gives {job.n_frames}",
             "re-run the plan step for this audio",
         )
-    stats, edges = render_chunk(
-        renderer,
-        job,
-        chunk.frame_start,
-        chunk.frame_end,
-        args.out,
-        EncoderSettings.from_config(cfg),
-    )
+    # Same sampler as the pool's infer stage; `merge` joins every chunk's samples into `cpu`.
+    usage_t0 = time.time()
+    with UsageSampler(pids=[os.getpid()]) as usage:
+        stats, edges = render_chunk(
+            renderer,
+            job,
+            chunk.frame_start,
+            chunk.frame_end,
+            args.out,
+            EncoderSettings.from_config(cfg),
+        )
     stats.update(chunk=chunk.index, model=model_name, threads=threads, device=device, replica=f"job-{chunk.index}", attempts=1,
-                 model_load_s=timer.stages["model_load"], detect_s=timer.stages.get("detect"), mel_s=timer.stages.get("split"),
-                 weights={k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")})  # fmt: skip
+                 pid=os.getpid(), model_load_s=timer.stages["model_load"], detect_s=timer.stages.get("detect"), mel_s=timer.stages.get("split"),
+                 weights={k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")},
+                 render_options=vars(RenderOptions.from_config(cfg)), usage={"t0": usage_t0, **usage.summary()})  # fmt: skip
     stats_path = Path(args.stats) if args.stats else Path(args.out).with_suffix(".json")
     with atomic_path(stats_path.with_suffix(".npz")) as tmp:
         with open(tmp, "wb") as fh:
@@ -233,6 +239,27 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _joined_usage(usages: list[dict[str, Any] | None], t0: float) -> dict[str, Any]:
+    """One `cpu` summary for a workflow run, shaped like the pool's: every chunk job's
+    samples (system CPU %, its own RSS), with times counted from the first chunk's start."""
+    samples: list[dict[str, Any]] = []
+    interval = None
+    for u in usages:
+        if not u:
+            continue
+        interval = u.get("interval_s")
+        samples += [{**x, "t": round(u["t0"] + x["t"] - t0, 3)} for x in u.get("samples", [])]
+    samples.sort(key=lambda x: x["t"])
+    cpu = [x["cpu_percent"] for x in samples]
+    return {
+        "interval_s": interval,
+        "n": len(cpu),
+        "cpu_percent_mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
+        "cpu_percent_max": round(max(cpu), 1) if cpu else None,
+        "samples": samples,
+    }
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -269,6 +296,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     merge_s = time.perf_counter() - t0
     if args.record:
         stats = [json.loads(c.with_suffix(".json").read_text()) for c in chunks]
+        # Per-run data, not per-chunk rows: lifted out before the rows go into the record.
+        usages = [s.pop("usage", None) for s in stats]
+        options = [s.pop("render_options", None) for s in stats]
         edges = []
         for c in chunks:
             z = np.load(c.with_suffix(".npz"))
@@ -276,6 +306,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
         rec = record_from_chunk_files(
             cfg, plan, stats, edges, merge_s, out, Path(args.audio), args.benchmarks, args.strategy
         )
+        tts_info = json.loads(Path(args.tts_info).read_text()) if args.tts_info else None
+        rec["tts"] = tts_info and {
+            k: tts_info.get(k) for k in ("engine", "lang", "sample_rate", "chars")
+        }
+        rec["outputs"]["speech"] = args.speech
+        rec["cpu"] = _joined_usage(usages, min(s["start_ts"] for s in stats))
+        rec["restarts"] = sum(s.get("attempts", 1) - 1 for s in stats)
+        rec["render_options"] = options[0]
+        # Each chunk job's whole wall time (process start, imports, model load, detect, mel,
+        # render) from its Snakemake benchmark: what a warm replica pool does not pay per job.
+        job_s = [rec["snakemake_benchmarks"].get(f"infer_chunk_{s['chunk']}") for s in stats]
+        if all(j is not None for j in job_s):
+            rec["model_load"]["per_chunk_job_s"] = job_s
+            rec["model_load"]["per_chunk_overhead_s"] = [
+                round(j - s["wall_s"], 4) for j, s in zip(job_s, stats, strict=True)
+            ]
         write_record(args.record, rec)
     print(json.dumps({"path": str(out), "chunks": len(chunks), "merge_s": round(merge_s, 3)}))
     return 0
@@ -372,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmarks", help="folder of Snakemake benchmark TSVs to take stage timings from"
     )
     s.add_argument("--strategy", default="parallel")
+    s.add_argument("--speech", help="the TTS output, named in the record's outputs")
+    s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
     s.add_argument("chunks", nargs="+")
     s.set_defaults(func=cmd_merge)
 

@@ -9,6 +9,8 @@ its chunk retried once.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -179,6 +181,7 @@ class ReplicaPool:
         self._results: Any = self._ctx.Queue()
         self.replicas: list[_Replica] = []
         self.restarts = 0
+        self._ids = itertools.count()
         self.on_event: Callable[[str, dict], None] | None = None  # test/progress hook
         t0 = time.perf_counter()
         try:
@@ -197,6 +200,9 @@ class ReplicaPool:
 
     def _spawn(self, replica_id: int, spec: ReplicaSpec) -> _Replica:
         tasks = self._ctx.Queue()
+        # A replica that dies leaves its queue unread; without this the queue's feeder
+        # thread would block the parent's exit forever, trying to flush the dead pipe.
+        tasks.cancel_join_thread()
         proc = self._ctx.Process(
             target=_replica_main,
             args=(replica_id, spec, tasks, self._results),
@@ -265,6 +271,15 @@ class ReplicaPool:
         longest chunk first). Returns (stats, edges) keyed by task_id. A replica that dies
         mid-chunk is restarted and the chunk retried once; a second failure raises
         ChunkFailed naming the chunk."""
+        # Pool-unique ids, so a late message from an aborted earlier batch is never taken
+        # for one of this batch's chunks.
+        original = {}
+        renamed = []
+        for t in tasks:
+            uid = next(self._ids)
+            original[uid] = t.task_id
+            renamed.append(dataclasses.replace(t, task_id=uid))
+        tasks = renamed
         by_id = {t.task_id: t for t in tasks}
         queues: dict[int, list[ChunkTask]] = {r.replica_id: [] for r in self.replicas}
         for t, rid in zip(tasks, assign, strict=True):
@@ -285,6 +300,29 @@ class ReplicaPool:
 
         for rid in queues:
             feed(rid)
+        try:
+            self._run_loop(running, queues, attempts, stats, edges, by_id, feed, progress)
+        except BaseException:
+            self._abort(running)
+            raise
+        return (
+            {original[k]: v for k, v in stats.items()},
+            {original[k]: v for k, v in edges.items()},
+        )
+
+    def _abort(self, running: dict[int, ChunkTask]) -> None:
+        """Stop this batch's chunks still in flight: their replicas are replaced, their
+        partial files removed, so nothing keeps holding the pool."""
+        for rid, t in list(running.items()):
+            r = self.replicas[rid]
+            if r.process.is_alive():
+                r.process.kill()
+            r.process.join()
+            _remove_partials(t.out_path)
+            self._restart(r)
+        running.clear()
+
+    def _run_loop(self, running, queues, attempts, stats, edges, by_id, feed, progress) -> None:
         while running:
             try:
                 msg = self._results.get(timeout=0.5)
@@ -315,12 +353,14 @@ class ReplicaPool:
                     feed(rid)
                 continue
             kind = msg[0]
+            if kind in ("started", "progress", "done", "error") and msg[2] not in by_id:
+                continue  # from an aborted earlier batch
             if kind == "started":
                 self._emit(
                     "started",
                     {
                         "replica": msg[1],
-                        "task_id": msg[2],
+                        "chunk": by_id[msg[2]].chunk_index,
                         "pid": self.replicas[msg[1]].process.pid,
                     },
                 )
@@ -344,7 +384,6 @@ class ReplicaPool:
                 )
             elif kind == "ready":
                 self.replicas[msg[1]].info = msg[2]
-        return stats, edges
 
     def close(self) -> None:
         for r in self.replicas:

@@ -150,6 +150,7 @@ class Renderer:
 
     def _faces_dedup(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """Static avatar: a repeated mel window (e.g. silence) is rendered once per job."""
+        self._static_features(job)  # switch (and clear) the caches first when the job changed
         keys = [w.tobytes() for w in windows]
         todo = [k for k in range(len(frames)) if keys[k] not in self._mel_cache]
         uniq: dict[bytes, int] = {}

@@ -1,0 +1,62 @@
+"""Shared fixtures: an isolated config (results and caches under tmp) and short real speech."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lipbench.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_env():
+    # Everything must work offline; make accidental proxies irrelevant for local servers.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        os.environ.pop(var, None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lipbench")
+
+
+def make_cfg(root: Path, **overrides) -> dict:
+    """The repo's config with every output and cache under ``root``."""
+    base = {
+        "results_dir": str(root / "results"),
+        "face": {"cache_dir": str(root / "face-cache")},
+        "weights": {"dir": str(root / "weights")},
+        "jobs": [],
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return load_config(REPO / "config" / "config.yaml", base)
+
+
+@pytest.fixture(scope="session")
+def cfg(session_dir) -> dict:
+    return make_cfg(session_dir)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(session_dir) -> Path:
+    """~2.5 s of real English speech (espeak-ng, offline) as a 16 kHz mono WAV."""
+    from lipbench import audio, tts
+
+    raw = session_dir / "speech_raw.wav"
+    tts.synthesize("Hello there. This sentence tests the lip sync pipeline.", "en", raw, engine="espeak")
+    return audio.convert_to_wav16k(raw, session_dir / "speech16k.wav")
+
+
+@pytest.fixture(scope="session")
+def make_config():
+    """Factory: ``make_config(root, **overrides)`` → a validated config rooted at ``root``."""
+    return make_cfg

@@ -1,0 +1,179 @@
+"""The sequential and parallel strategies: exactness, A/V sync, run records, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipbench import audio, video
+from lipbench.face import detect_faces, load_avatar
+from lipbench.metrics import max_abs_diff, psnr
+from lipbench.pipeline import Workbench, model_seed
+from lipbench.plan import make_plan
+from lipbench.pool import ChunkFailed
+from lipbench.render import JobInputs, Renderer, RenderOptions
+from lipbench.weights import load_generator
+
+
+@pytest.fixture(scope="module")
+def job(cfg, speech_wav) -> JobInputs:
+    av = load_avatar("default")
+    boxes = detect_faces(av, "haar", (0, 10, 0, 0), 5, cfg["face"]["cache_dir"])
+    samples = audio.read_wav(speech_wav)
+    n = round(len(samples) / 16000 * 25)
+    return JobInputs(audio.melspectrogram(samples), n, 25.0, av, boxes, meta={"key": "exact"})
+
+
+def _renderer(options: RenderOptions | None = None) -> Renderer:
+    model, _ = load_generator("gan", "/nonexistent", seed=model_seed(0, "gan"))
+    return Renderer(model, "cpu", options)
+
+
+@pytest.fixture(scope="module")
+def sequential_frames(job) -> list[np.ndarray]:
+    torch.set_num_threads(2)
+    return list(_renderer().render(job, 0, job.n_frames))
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 4])
+def test_parallel_frames_equal_sequential(job, speech_wav, sequential_frames, n_chunks):
+    """Each chunk rendered by its own fresh replica, from the full-file mel, gives the same
+    frames as one sequential pass — including cuts inside speech (snapping off)."""
+    samples = audio.read_wav(speech_wav)
+    plan = make_plan(samples, 25, n_chunks, ["gan"], snap_silence=False)
+    assert plan.n_frames == job.n_frames == len(sequential_frames)
+    merged = []
+    for c in plan.chunks:
+        merged.extend(_renderer().render(job, c.frame_start, c.frame_end))
+    assert len(merged) == len(sequential_frames)
+    worst = max(max_abs_diff(a, b) for a, b in zip(merged, sequential_frames, strict=True))
+    assert worst <= 1
+    # the cut really falls inside speech for the 2-chunk case
+    if n_chunks == 2:
+        c = plan.chunks[1]
+        around = samples[c.sample_start - 1600 : c.sample_start + 1600]
+        assert audio.rms_dbfs(around) > -40
+
+
+def test_mouth_moves_with_audio(sequential_frames):
+    """Not a constant output: the generated mouth differs between frames."""
+    diffs = [max_abs_diff(a, b) for a, b in zip(sequential_frames, sequential_frames[1:], strict=False)]
+    assert max(diffs) > 10
+
+
+def test_speed_options_are_exact(job, sequential_frames):
+    """Folded BN, channels_last, static face features and mel reuse (the defaults) vs the
+    plain fp32 path with every option off: max abs pixel difference ≤ 1."""
+    plain = RenderOptions(channels_last=False, fold_batchnorm=False, static_face_features=False, reuse_identical_mels=False)
+    frames = list(_renderer(plain).render(job, 0, job.n_frames))
+    worst = max(max_abs_diff(a, b) for a, b in zip(frames, sequential_frames, strict=True))
+    assert worst <= 1
+
+
+@pytest.fixture(scope="module")
+def workbench(session_dir, make_config):
+    cfg = make_config(session_dir / "wb")
+    with Workbench(cfg) as wb:
+        yield wb
+
+
+def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
+    out = session_dir / "e2e"
+    seq = workbench.generate(out / "seq", audio=speech_wav, strategy="sequential", progress=False)
+    par = workbench.generate(out / "par", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    dur = audio.duration_s(speech_wav)
+    for rec, d in ((seq, out / "seq"), (par, out / "par")):
+        mp4 = d / "result.mp4"
+        n, _ = video.count_frames(mp4)
+        assert n == rec["frames"] == round(dur * 25)
+        info = video.probe(mp4)
+        assert info.has_audio and info.has_video
+        assert abs(n / 25 - dur) <= 1 / 25
+        assert abs(info.duration_s - dur) <= 0.1  # container duration incl. AAC padding
+        on_disk = json.loads((d / "run.json").read_text())
+        for key in ("timings", "plan", "chunks", "weights", "replicas", "versions", "machine", "seams"):
+            assert key in on_disk
+        assert set(on_disk["timings"]) >= {"tts", "convert", "split", "infer", "merge", "total"}
+        assert on_disk["weights_trained"] is False
+        assert on_disk["weights"]["gan"]["source"] == "seeded-random"
+        assert "UNTRAINED" in on_disk["weights_note"]
+        assert not (d / "chunks").exists()  # temp chunks removed
+    assert seq["plan"]["n_chunks"] == 1 and par["plan"]["n_chunks"] == 2
+    assert {c["replica"] for c in par["chunks"]} == {0, 1}
+    a = list(video.read_frames(out / "seq" / "result.mp4"))
+    b = list(video.read_frames(out / "par" / "result.mp4"))
+    assert len(a) == len(b)
+    assert min(psnr(x, y) for x, y in zip(a, b, strict=True)) >= 40
+
+
+def test_gan_nogan_seam_metric(workbench, speech_wav, session_dir):
+    rec = workbench.generate(session_dir / "mix", audio=speech_wav, strategy="parallel", models=["gan", "nogan"], chunks=2, progress=False)
+    assert [c["model"] for c in rec["chunks"]] == ["gan", "nogan"]
+    (seam,) = rec["seams"]
+    assert np.isfinite(seam["ratio"]) and seam["ratio"] > 0
+    assert rec["weights"]["gan"]["seed"] != rec["weights"]["nogan"]["seed"]
+
+
+def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir):
+    pool = workbench.pool(["gan", "gan"])
+    killed: list[int] = []
+
+    def kill_first(kind: str, data: dict) -> None:
+        if kind == "started" and data["chunk"] == 1 and not killed:
+            killed.append(data["pid"])
+            os.kill(data["pid"], signal.SIGKILL)
+
+    pool.on_event = kill_first
+    try:
+        rec = workbench.generate(session_dir / "retry", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    finally:
+        pool.on_event = None
+    assert killed and rec["restarts"] >= 1
+    assert (session_dir / "retry" / "result.mp4").exists()
+    assert rec["chunks"][1]["attempts"] == 2
+
+
+def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
+    pool = workbench.pool(["gan", "gan"])
+
+    def always_kill(kind: str, data: dict) -> None:
+        if kind == "started" and data["chunk"] == 0:
+            os.kill(data["pid"], signal.SIGKILL)
+
+    pool.on_event = always_kill
+    out = session_dir / "doomed"
+    try:
+        with pytest.raises(ChunkFailed, match="chunk 0"):
+            workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    finally:
+        pool.on_event = None
+    assert not (out / "result.mp4").exists()
+    assert not (out / "chunks").exists()
+    assert not list(Path(out).glob("**/*.part*"))
+    # the pool still works afterwards
+    rec = workbench.generate(session_dir / "after", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    assert rec["frames"] > 0
+
+
+def test_warm_renderer_switches_jobs_cleanly(job, cfg):
+    """A warm replica renders a second job whose silence windows it already saw in the
+    first: the per-job caches are reset, not half-reused (regression test)."""
+    import dataclasses
+
+    r = _renderer()
+    silent = np.full((80, 200), -4.0, np.float32)
+    job1 = dataclasses.replace(job, mel=silent, n_frames=40, meta={"key": "one"})
+    mixed = silent.copy()
+    mixed[:, 30:] = job.mel[:, : 200 - 30]  # batch 1 mixes already-seen silence and new speech
+    job2 = dataclasses.replace(job, mel=mixed, n_frames=40, meta={"key": "two"})
+    a = list(r.render(job1, 0, 40))
+    b = list(r.render(job2, 0, 40))
+    fresh = list(_renderer().render(job2, 0, 40))
+    assert max(max_abs_diff(x, y) for x, y in zip(a[:3], b[:3], strict=True)) <= 1  # silence
+    assert max(max_abs_diff(x, y) for x, y in zip(b, fresh, strict=True)) <= 1

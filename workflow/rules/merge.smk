@@ -1,0 +1,32 @@
+"""Stage 5, waits for every chunk of a job: concat (stream copy), mux the audio once, and
+write run.json from the chunk stats and the Snakemake benchmarks (`lipbench merge`)."""
+
+
+rule merge:
+    input:
+        chunks=chunk_files("{job}/chunks/{k}.mp4"),
+        stats=chunk_files("{job}/chunks/{k}.json"),
+        edges=chunk_files("{job}/chunks/{k}.npz"),
+        chunk_bench=chunk_files("{job}/benchmarks/infer_chunk_{k}.tsv"),
+        plan=res("{job}/plan.json"),
+        audio=res("{job}/audio.wav"),
+        speech=lambda wc: res(f"{wc.job}/speech{JOBS[wc.job]['suffix']}"),
+        tts_info=res("{job}/tts.json"),
+        stage_bench=[res(f"{{job}}/benchmarks/{s}.tsv") for s in ("tts", "convert", "plan")],
+    output:
+        video=res("{job}/result.mp4"),
+        record=res("{job}/run.json"),
+    params:
+        lipbench=LIPBENCH,
+        strategy=lambda wc: JOBS[wc.job]["strategy"],
+        bench_dir=lambda wc, input: str(Path(input.stage_bench[0]).parent),
+        settings=settings("video"),
+    conda:
+        ENV
+    log:
+        res("{job}/logs/merge.log"),
+    shell:
+        "{params.lipbench} merge --plan {input.plan} --audio {input.audio} --speech {input.speech}"
+        " --tts-info {input.tts_info} --out {output.video} --record {output.record}"
+        " --benchmarks {params.bench_dir} --strategy {params.strategy} {input.chunks}"
+        " > {log} 2>&1"

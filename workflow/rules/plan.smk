@@ -1,0 +1,29 @@
+"""Stage 3, the chunk plan: a checkpoint, since the chunk count is known only once the
+audio exists. The DAG is re-evaluated after it, and infer_chunk fans out per chunk."""
+
+
+checkpoint plan:
+    input:
+        res("{job}/audio.wav"),
+    output:
+        plan=res("{job}/plan.json"),
+    params:
+        lipbench=LIPBENCH,
+        strategy=lambda wc: JOBS[wc.job]["strategy"],
+        models=lambda wc: ",".join(JOBS[wc.job]["models"]),
+        chunks=lambda wc: f"--chunks {JOBS[wc.job]['chunks']}" if JOBS[wc.job]["chunks"] else "",
+        settings=settings("plan", "fps"),
+        chunk_dir=lambda wc: res(f"{wc.job}/chunks"),
+        bench_dir=lambda wc: res(f"{wc.job}/benchmarks"),
+    conda:
+        ENV
+    log:
+        res("{job}/logs/plan.log"),
+    benchmark:
+        res("{job}/benchmarks/plan.tsv")
+    shell:
+        # A new plan invalidates every chunk: drop the old ones, so a plan with fewer chunks
+        # leaves no stale chunk files (or their benchmarks) behind.
+        "rm -rf {params.chunk_dir} {params.bench_dir}/infer_chunk_*.tsv && "
+        "{params.lipbench} plan {input} --strategy {params.strategy} --models {params.models}"
+        " {params.chunks} --out {output.plan} > {log} 2>&1"

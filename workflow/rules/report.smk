@@ -1,0 +1,45 @@
+"""The benchmark report: the sweep notebook measures (→ results/bench/sweep.csv), the report
+notebook charts it, nbconvert renders HTML. Not part of `all`: run `snakemake --cores 2 report`.
+Notebooks are papermill-parameterised (a cell tagged `parameters`); the notebooks are read
+from the repository even when the workflow runs elsewhere (`-d`)."""
+
+NOTEBOOKS = REPO / "notebooks"
+
+
+rule sweep:
+    input:
+        notebook=str(NOTEBOOKS / "sweep.ipynb"),
+    output:
+        csv=res("bench/sweep.csv"),
+        notebook=res("report/sweep.ipynb"),
+    params:
+        papermill=PAPERMILL,
+    conda:
+        ENV
+    log:
+        res("logs/sweep.log"),
+    shell:
+        "{params.papermill} {input.notebook:q} {output.notebook} --no-progress-bar"
+        ' -p out_csv {output.csv} -p config_path "$LIPBENCH_CONFIG" > {log} 2>&1'
+
+
+rule report:
+    input:
+        notebook=str(NOTEBOOKS / "report.ipynb"),
+        csv=rules.sweep.output.csv,
+    output:
+        html=res("report/report.html"),
+        notebook=res("report/report.ipynb"),
+    params:
+        papermill=PAPERMILL,
+        nbconvert=NBCONVERT,
+        out_dir=lambda wc, output: str(Path(output.html).parent),
+    conda:
+        ENV
+    log:
+        res("logs/report.log"),
+    shell:
+        "{params.papermill} {input.notebook:q} {output.notebook} --no-progress-bar"
+        " -p sweep_csv {input.csv} -p out_dir {params.out_dir} > {log} 2>&1 && "
+        "{params.nbconvert} --to html --no-input --output-dir {params.out_dir} --output report"
+        " {output.notebook} >> {log} 2>&1"
