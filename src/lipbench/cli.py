@@ -71,6 +71,7 @@ def cmd_tts(args: argparse.Namespace) -> int:
                 "lang": res.lang,
                 "sample_rate": res.sample_rate,
                 "seconds": round(res.seconds, 3),
+                "chars": len(args.text),
             }
         )
     )

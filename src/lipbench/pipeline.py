@@ -330,16 +330,19 @@ class Workbench:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         models = self.models_for(strategy, models)
-        pool_t0 = time.perf_counter()
-        pool = self.pool(models, threads)
-        pool_wait = time.perf_counter() - pool_t0
-        trained = all(r["weights"]["trained"] for r in pool.replica_info())
-        label = None if trained or not cfg["weights"]["label_untrained"] else UNTRAINED_LABEL
-
         timer = StageTimer()
         job_id = uuid.uuid4().hex[:12]
+        # Inputs first (text, language, audio, avatar/face): bad input fails before any
+        # model is loaded.
         prepared = prepare_audio(cfg, out_dir, timer, text, lang, engine, audio)
-        job, samples = build_job(cfg, prepared.wav, avatar, timer, label, job_id)
+        job, samples = build_job(cfg, prepared.wav, avatar, timer, None, job_id)
+        pool_t0 = time.perf_counter()
+        pool = self.pool(models, threads)
+        pool_wait = time.perf_counter() - pool_t0  # replica start-up: recorded, not in total
+        timer.t0 += pool_wait
+        trained = all(r["weights"]["trained"] for r in pool.replica_info())
+        label = None if trained or not cfg["weights"]["label_untrained"] else UNTRAINED_LABEL
+        job.label = label
         with timer.stage("split"):
             n_chunks = 1 if strategy == "sequential" else chunks
             plan = plan_from_config(samples, cfg, models, chunks=n_chunks)

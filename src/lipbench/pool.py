@@ -118,8 +118,9 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
         model, info = load_generator(
             spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device
         )
-        renderer = Renderer(model, spec.device, spec.render_options)
+        renderer = Renderer(model, spec.device, dataclasses.replace(spec.render_options))
         load_s = time.perf_counter() - t0
+
     except LipbenchError as exc:
         results.put(("failed", replica_id, str(exc)))
         return
@@ -128,7 +129,17 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
         return
     weights = {k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")}
     results.put(
-        ("ready", replica_id, {"pid": os.getpid(), "load_s": round(load_s, 3), "weights": weights})
+        (
+            "ready",
+            replica_id,
+            {
+                "pid": os.getpid(),
+                "load_s": round(load_s, 3),
+                "weights": weights,
+                "batch_size": renderer.options.batch_size,
+                "calibration": renderer.calibration,
+            },
+        )
     )
 
     while True:

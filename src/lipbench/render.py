@@ -8,7 +8,10 @@ from the full-file mel, rendering [a, b) in pieces gives the same frames as rend
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +62,12 @@ class JobInputs:
 
 @dataclass
 class RenderOptions:
-    batch_size: int = 16
+    batch_size: int | str = 16  # "auto": calibrated per machine (lipbench.tuning), in the replica
     channels_last: bool = True
     fold_batchnorm: bool = True
     static_face_features: bool = True  # static avatar: run the face encoder once per job
     reuse_identical_mels: bool = True  # static avatar: identical mel windows → same face
+    overlap: bool = True  # network runs ahead on a thread while frames are pasted/encoded
 
     @classmethod
     def from_config(cls, cfg: dict) -> RenderOptions:
@@ -74,6 +78,7 @@ class RenderOptions:
             fold_batchnorm=r["fold_batchnorm"],
             static_face_features=r["static_face_features"],
             reuse_identical_mels=r["reuse_identical_mels"],
+            overlap=r["overlap"],
         )
 
 
@@ -116,6 +121,13 @@ class Renderer:
         if self.options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.calibration: dict[str, Any] | None = None
+        if self.options.batch_size == "auto":
+            from .tuning import calibrate_batch
+
+            self.options = dataclasses.replace(self.options)  # don't mutate the caller's
+            self.calibration = calibrate_batch(model, str(self.device), torch.get_num_threads())
+            self.options.batch_size = int(self.calibration["batch_size"])
         self._face_cache: tuple[int, list[torch.Tensor]] | None = None
         self._mel_cache: dict[bytes, np.ndarray] = {}
 
@@ -188,14 +200,60 @@ class Renderer:
             yield frames, faces
 
     def render(self, job: JobInputs, start: int, end: int) -> Iterator[np.ndarray]:
-        """Full BGR frames for [start, end), in order."""
+        """Full BGR frames for [start, end), in order.
+
+        With ``options.overlap`` the network runs one or two batches ahead on a background
+        thread while this generator's consumer pastes, labels and encodes (torch, OpenCV and
+        pipe writes release the GIL), so the network does not wait for I/O."""
         if not 0 <= start < end <= job.n_frames:
             raise ValueError(
                 f"frame range [{start}, {end}) outside the job's {job.n_frames} frames"
             )
-        for frames, faces in self.generated_faces(job, start, end):
+        batches = self.generated_faces(job, start, end)
+        if self.options.overlap:
+            batches = _prefetch(batches, depth=2)
+        for frames, faces in batches:
             for i, face in zip(frames, faces, strict=True):
                 frame = paste_face(job.avatar.frame(int(i)), job.boxes.box(int(i)), face)
                 if job.label:
                     frame = stamp_label(frame, job.label)
                 yield frame
+
+
+_DONE = object()
+
+
+def _prefetch(source: Iterator, depth: int) -> Iterator:
+    """Run ``source`` on a background thread, ``depth`` items ahead of the consumer.
+    Exceptions are re-raised in the consumer; a consumer that stops early stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="render-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
