@@ -52,7 +52,9 @@ def speech_wav(session_dir) -> Path:
     from lipbench import audio, tts
 
     raw = session_dir / "speech_raw.wav"
-    tts.synthesize("Hello there. This sentence tests the lip sync pipeline.", "en", raw, engine="espeak")
+    tts.synthesize(
+        "Hello there. This sentence tests the lip sync pipeline.", "en", raw, engine="espeak"
+    )
     return audio.convert_to_wav16k(raw, session_dir / "speech16k.wav")
 
 

@@ -13,7 +13,9 @@ from lipbench.errors import InputError
 from lipbench.ffmpeg import ffmpeg_exe
 
 
-def _slaney_mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+def _slaney_mel_filterbank(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> np.ndarray:
     """Slaney-style mel filterbank written from its definition (independent of librosa)."""
 
     def hz_to_mel(f):
@@ -22,7 +24,11 @@ def _slaney_mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: 
         mel = f / f_sp
         min_log_hz = 1000.0
         logstep = np.log(6.4) / 27.0
-        return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mel)
+        return np.where(
+            f >= min_log_hz,
+            min_log_hz / f_sp + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep,
+            mel,
+        )
 
     def mel_to_hz(m):
         m = np.asarray(m, dtype=np.float64)
@@ -30,7 +36,9 @@ def _slaney_mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: 
         min_log_hz = 1000.0
         min_log_mel = min_log_hz / f_sp
         logstep = np.log(6.4) / 27.0
-        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+        return np.where(
+            m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m
+        )
 
     fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
     mel_pts = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
@@ -54,7 +62,10 @@ def _reference_mel(x: np.ndarray) -> np.ndarray:
     padded = np.pad(y, n_fft // 2, mode="reflect")
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
     n_frames = 1 + len(x) // hop
-    spec = np.stack([np.abs(np.fft.rfft(padded[t * hop : t * hop + n_fft] * window)) for t in range(n_frames)], axis=1)
+    spec = np.stack(
+        [np.abs(np.fft.rfft(padded[t * hop : t * hop + n_fft] * window)) for t in range(n_frames)],
+        axis=1,
+    )
     mel = _slaney_mel_filterbank(16000, n_fft, 80, 55.0, 7600.0) @ spec
     db = 20 * np.log10(np.maximum(1e-5, mel)) - 20
     return np.clip(8 * (db + 100) / 100 - 4, -4, 4)
@@ -63,7 +74,9 @@ def _reference_mel(x: np.ndarray) -> np.ndarray:
 def test_mel_matches_independent_formula():
     rng = np.random.default_rng(0)
     t = np.arange(16000 * 2) / 16000
-    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(len(t))
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (
+        1 + np.sin(2 * np.pi * 3 * t)
+    ) + 0.05 * rng.standard_normal(len(t))
     got = audio.melspectrogram(x.astype(np.float32))
     want = _reference_mel(x.astype(np.float32).astype(np.float64))
     assert got.shape == (80, 1 + len(x) // 200) == want.shape
@@ -86,7 +99,10 @@ def _ffmpeg_tone(path, rate: int, channels: int, seconds: float = 1.0):
     return path
 
 
-@pytest.mark.parametrize("name,rate,channels", [("a.mp3", 44100, 2), ("b.wav", 48000, 2), ("c.flac", 22050, 1), ("d.ogg", 48000, 2)])
+@pytest.mark.parametrize(
+    "name,rate,channels",
+    [("a.mp3", 44100, 2), ("b.wav", 48000, 2), ("c.flac", 22050, 1), ("d.ogg", 48000, 2)],
+)
 def test_convert_any_input_to_16k_mono_int16(tmp_path, name, rate, channels):
     src = _ffmpeg_tone(tmp_path / name, rate, channels)
     out = audio.convert_to_wav16k(src, tmp_path / "out.wav")

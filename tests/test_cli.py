@@ -16,11 +16,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, cwd: Path | None = None, config: Path | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cwd: Path | None = None, config: Path | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "lipbench.cli"]
     if config:
         cmd += ["--config", str(config)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300)
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -84,14 +88,31 @@ def test_convert_plan_split(tmp_path, speech_wav):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["n_chunks"] == 2 and plan["chunks"][-1]["frame_end"] == plan["n_frames"]
-    proc = run("split", str(wav), "--plan", str(tmp_path / "plan.json"), "--out-dir", str(tmp_path / "chunks"))
+    proc = run(
+        "split",
+        str(wav),
+        "--plan",
+        str(tmp_path / "plan.json"),
+        "--out-dir",
+        str(tmp_path / "chunks"),
+    )
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == ["chunk_0.json", "chunk_0.wav", "chunk_1.json", "chunk_1.wav"]
+    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
+        "chunk_0.json",
+        "chunk_0.wav",
+        "chunk_1.json",
+        "chunk_1.wav",
+    ]
 
 
 def test_plan_20_5_seconds(tmp_path):
     wav = tmp_path / "long.wav"
-    sf.write(str(wav), np.random.default_rng(0).standard_normal(int(20.5 * 16000)).astype(np.float32) * 0.1, 16000, subtype="PCM_16")
+    sf.write(
+        str(wav),
+        np.random.default_rng(0).standard_normal(int(20.5 * 16000)).astype(np.float32) * 0.1,
+        16000,
+        subtype="PCM_16",
+    )
     plan = json.loads(run("plan", str(wav)).stdout)
     assert plan["n_chunks"] == 2 and plan["n_frames"] == 512
     assert all(c["sample_start"] == round(c["frame_start"] * 640) for c in plan["chunks"])
@@ -114,7 +135,17 @@ def test_convert_bad_audio(tmp_path, content):
 
 def test_generate_writes_video_and_record(tmp_path, config_file):
     out = tmp_path / "demo" / "result.mp4"
-    proc = run("generate", "--text", "Hi there.", "--lang", "en", "--out", str(out), "--no-progress", config=config_file)
+    proc = run(
+        "generate",
+        "--text",
+        "Hi there.",
+        "--lang",
+        "en",
+        "--out",
+        str(out),
+        "--no-progress",
+        config=config_file,
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads((out.parent / "run.json").read_text())
     assert rec["weights_trained"] is False and "SEEDED RANDOM" in proc.stdout + proc.stderr
@@ -128,7 +159,19 @@ def test_generate_no_face_avatar(tmp_path, config_file):
     img = tmp_path / "wall.png"
     cv2.imwrite(str(img), np.full((256, 256, 3), 128, np.uint8))
     out = tmp_path / "x" / "result.mp4"
-    line = one_line_error(run("generate", "--text", "Hi.", "--avatar", str(img), "--out", str(out), "--no-progress", config=config_file))
+    line = one_line_error(
+        run(
+            "generate",
+            "--text",
+            "Hi.",
+            "--avatar",
+            str(img),
+            "--out",
+            str(out),
+            "--no-progress",
+            config=config_file,
+        )
+    )
     assert "face" in line.lower()
     assert not out.exists()
 
@@ -142,6 +185,8 @@ def test_generate_corrupt_checkpoint(tmp_path, config_file):
     bad = tmp_path / "config.yaml"
     bad.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     out = tmp_path / "y" / "result.mp4"
-    line = one_line_error(run("generate", "--text", "Hi.", "--out", str(out), "--no-progress", config=bad))
+    line = one_line_error(
+        run("generate", "--text", "Hi.", "--out", str(out), "--no-progress", config=bad)
+    )
     assert "wav2lip_gan.pth" in line
     assert not out.exists()

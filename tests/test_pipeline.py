@@ -63,14 +63,21 @@ def test_parallel_frames_equal_sequential(job, speech_wav, sequential_frames, n_
 
 def test_mouth_moves_with_audio(sequential_frames):
     """Not a constant output: the generated mouth differs between frames."""
-    diffs = [max_abs_diff(a, b) for a, b in zip(sequential_frames, sequential_frames[1:], strict=False)]
+    diffs = [
+        max_abs_diff(a, b) for a, b in zip(sequential_frames, sequential_frames[1:], strict=False)
+    ]
     assert max(diffs) > 10
 
 
 def test_speed_options_are_exact(job, sequential_frames):
     """Folded BN, channels_last, static face features and mel reuse (the defaults) vs the
     plain fp32 path with every option off: max abs pixel difference ≤ 1."""
-    plain = RenderOptions(channels_last=False, fold_batchnorm=False, static_face_features=False, reuse_identical_mels=False)
+    plain = RenderOptions(
+        channels_last=False,
+        fold_batchnorm=False,
+        static_face_features=False,
+        reuse_identical_mels=False,
+    )
     frames = list(_renderer(plain).render(job, 0, job.n_frames))
     worst = max(max_abs_diff(a, b) for a, b in zip(frames, sequential_frames, strict=True))
     assert worst <= 1
@@ -86,7 +93,14 @@ def workbench(session_dir, make_config):
 def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
     out = session_dir / "e2e"
     seq = workbench.generate(out / "seq", audio=speech_wav, strategy="sequential", progress=False)
-    par = workbench.generate(out / "par", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    par = workbench.generate(
+        out / "par",
+        audio=speech_wav,
+        strategy="parallel",
+        models=["gan", "gan"],
+        chunks=2,
+        progress=False,
+    )
     dur = audio.duration_s(speech_wav)
     for rec, d in ((seq, out / "seq"), (par, out / "par")):
         mp4 = d / "result.mp4"
@@ -97,7 +111,16 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
         assert abs(n / 25 - dur) <= 1 / 25
         assert abs(info.duration_s - dur) <= 0.1  # container duration incl. AAC padding
         on_disk = json.loads((d / "run.json").read_text())
-        for key in ("timings", "plan", "chunks", "weights", "replicas", "versions", "machine", "seams"):
+        for key in (
+            "timings",
+            "plan",
+            "chunks",
+            "weights",
+            "replicas",
+            "versions",
+            "machine",
+            "seams",
+        ):
             assert key in on_disk
         assert set(on_disk["timings"]) >= {"tts", "convert", "split", "infer", "merge", "total"}
         assert on_disk["weights_trained"] is False
@@ -113,7 +136,14 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
 
 
 def test_gan_nogan_seam_metric(workbench, speech_wav, session_dir):
-    rec = workbench.generate(session_dir / "mix", audio=speech_wav, strategy="parallel", models=["gan", "nogan"], chunks=2, progress=False)
+    rec = workbench.generate(
+        session_dir / "mix",
+        audio=speech_wav,
+        strategy="parallel",
+        models=["gan", "nogan"],
+        chunks=2,
+        progress=False,
+    )
     assert [c["model"] for c in rec["chunks"]] == ["gan", "nogan"]
     (seam,) = rec["seams"]
     assert np.isfinite(seam["ratio"]) and seam["ratio"] > 0
@@ -131,7 +161,14 @@ def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir)
 
     pool.on_event = kill_first
     try:
-        rec = workbench.generate(session_dir / "retry", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+        rec = workbench.generate(
+            session_dir / "retry",
+            audio=speech_wav,
+            strategy="parallel",
+            models=["gan", "gan"],
+            chunks=2,
+            progress=False,
+        )
     finally:
         pool.on_event = None
     assert killed and rec["restarts"] >= 1
@@ -150,14 +187,28 @@ def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
     out = session_dir / "doomed"
     try:
         with pytest.raises(ChunkFailed, match="chunk 0"):
-            workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+            workbench.generate(
+                out,
+                audio=speech_wav,
+                strategy="parallel",
+                models=["gan", "gan"],
+                chunks=2,
+                progress=False,
+            )
     finally:
         pool.on_event = None
     assert not (out / "result.mp4").exists()
     assert not (out / "chunks").exists()
     assert not list(Path(out).glob("**/*.part*"))
     # the pool still works afterwards
-    rec = workbench.generate(session_dir / "after", audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False)
+    rec = workbench.generate(
+        session_dir / "after",
+        audio=speech_wav,
+        strategy="parallel",
+        models=["gan", "gan"],
+        chunks=2,
+        progress=False,
+    )
     assert rec["frames"] > 0
 
 

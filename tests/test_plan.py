@@ -5,12 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipbench.plan import Plan, cut_points, estimate_optimal_chunks, frame_count, make_plan, write_chunk_wavs
+from lipbench.plan import (
+    Plan,
+    cut_points,
+    estimate_optimal_chunks,
+    frame_count,
+    make_plan,
+    write_chunk_wavs,
+)
 
 
 @pytest.mark.parametrize(
     "duration,replicas,expected",
-    [(0.1, 2, 1), (5, 2, 1), (9.99, 4, 1), (10, 2, 2), (20.5, 2, 2), (29, 4, 2), (31, 4, 3), (45, 4, 3), (61, 4, 4), (300, 4, 4), (300, 2, 2), (45, 1, 1)],
+    [
+        (0.1, 2, 1),
+        (5, 2, 1),
+        (9.99, 4, 1),
+        (10, 2, 2),
+        (20.5, 2, 2),
+        (29, 4, 2),
+        (31, 4, 3),
+        (45, 4, 3),
+        (61, 4, 4),
+        (300, 4, 4),
+        (300, 2, 2),
+        (45, 1, 1),
+    ],
 )
 def test_seed_decision_tree(duration, replicas, expected):
     assert estimate_optimal_chunks(duration, replicas) == expected

@@ -20,7 +20,9 @@ def test_encode_concat_mux(tmp_path):
     video.encode_frames(_frames(18, 12), tmp_path / "b.mp4", s)
     video.concat_videos([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "ab.mp4")
     assert video.count_frames(tmp_path / "ab.mp4")[0] == 30
-    write_wav16k(tmp_path / "x.wav", np.random.default_rng(0).standard_normal(int(1.2 * 16000)) * 0.1)
+    write_wav16k(
+        tmp_path / "x.wav", np.random.default_rng(0).standard_normal(int(1.2 * 16000)) * 0.1
+    )
     video.mux_audio(tmp_path / "ab.mp4", tmp_path / "x.wav", tmp_path / "r.mp4")
     info = video.probe(tmp_path / "r.mp4")
     assert info.has_video and info.has_audio and (info.width, info.height) == (80, 64)
@@ -39,7 +41,10 @@ def test_writer_leaves_nothing_on_error(tmp_path):
 
 
 def test_writer_rejects_wrong_frame_size(tmp_path):
-    with pytest.raises(ValueError), video.FrameWriter(tmp_path / "x.mp4", 80, 64, video.EncoderSettings()) as w:
+    with (
+        pytest.raises(ValueError),
+        video.FrameWriter(tmp_path / "x.mp4", 80, 64, video.EncoderSettings()) as w,
+    ):
         w.write(np.zeros((10, 10, 3), np.uint8))
     assert not (tmp_path / "x.mp4").exists()
 
