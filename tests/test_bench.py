@@ -238,29 +238,6 @@ def test_cost_model_prediction():
     assert m.predicted_speedup(p2, None) is None
 
 
-def test_flush_job_empties_a_replicas_face_cache(cfg):
-    """Replicas keep generated faces keyed by mel window across jobs; the bench's one-frame
-    noise job (what `_Runner.flush` sends) must empty that cache so a repeat is re-rendered."""
-    from lipbench.face import detect_faces, load_avatar
-    from lipbench.pipeline import model_seed
-    from lipbench.render import JobInputs, Renderer
-    from lipbench.weights import load_generator
-
-    model, _ = load_generator("gan", "/nonexistent", seed=model_seed(0, "gan"))
-    r = Renderer(model, "cpu")
-    av = load_avatar("default")
-    boxes = detect_faces(av, "haar", (0, 10, 0, 0), 5, cfg["face"]["cache_dir"])
-    tone = (0.3 * np.sin(np.arange(8000) * 0.07)).astype(np.float32)
-    job = JobInputs(audio.melspectrogram(tone), 12, 25.0, av, boxes, meta={"key": "a"})
-    list(r.render(job, 0, 12))
-    cached = set(r._mel_cache)
-    assert cached
-    noise = np.random.default_rng(1).standard_normal(640).astype(np.float32) * 0.1
-    flush = JobInputs(audio.melspectrogram(noise), 1, 25.0, av, boxes, meta={"key": "flush"})
-    list(r.render(flush, 0, 1))
-    assert not cached & set(r._mel_cache)
-
-
 # ---------------------------------------------------------------------------------------
 # One real bench through the CLI
 # ---------------------------------------------------------------------------------------
@@ -310,7 +287,7 @@ def test_cli_bench_end_to_end(cli_bench, capsys):
     speech = pd.read_csv(out / "strategies.speech.csv")
     assert list(speech.duration_s) == [1.0] and speech.tts_s.iloc[0] > 0
     workdir = out / "runs" / "strategies"
-    assert not (workdir / "warmup").exists() and not (workdir / "flush").exists()
+    assert not (workdir / "warmup").exists()  # warm-up noise clips are not results
     for r in records:
         assert Path(r["record"]["outputs"]["video"]).is_file()
 
@@ -330,3 +307,39 @@ def test_find_root_maps_the_notebooks_folder_to_the_checkout(tmp_path):
     other = tmp_path / "elsewhere"
     other.mkdir()
     assert bench.find_root(other) == other.resolve()  # papermill's cwd is kept as is
+
+
+def test_sequential_rows_carry_the_planners_parallel_pick(cfg):
+    grid = bench.Grid(durations=[5, 12], chunk_counts=[2])
+    seq12 = bench.RunConfig(12.0, "sequential", 1, ("gan",))
+    par12 = bench.RunConfig(12.0, "parallel", 2, ("gan", "nogan"))
+    # 12 s with two replicas: the planner says 2 chunks, whichever row carries it
+    assert bench.planner_for(seq12, grid, cfg) == bench.planner_for(par12, grid, cfg) == 2
+    assert bench.planner_for(bench.RunConfig(5.0, "sequential", 1, ("gan",)), grid, cfg) == 1
+
+
+def _run(duration, strategy, chunks, total, repeat=0):
+    label = "sequential" if strategy == "sequential" else f"parallel {chunks} chunks"
+    models = ["gan"] if strategy == "sequential" else ["gan", "nogan"]
+    return {"duration_s": duration, "strategy": strategy, "config": label, "n_chunks": chunks,
+            "models": models, "repeat": repeat, "run_id": f"{label}-{duration}-{repeat}",
+            "record": {"timings": {"total": total}}}  # fmt: skip
+
+
+def test_showcase_picks_typical_runs_of_the_fastest_parallel_config():
+    runs = [
+        _run(5, "sequential", 1, 1.0),
+        _run(30, "sequential", 1, 20.0, 0),
+        _run(30, "sequential", 1, 30.0, 1),
+        _run(30, "sequential", 1, 90.0, 2),
+        _run(30, "parallel", 2, 14.0, 0),
+        _run(30, "parallel", 2, 15.0, 1),
+        _run(30, "parallel", 2, 40.0, 2),
+        _run(30, "parallel", 4, 18.0, 0),
+        _run(30, "parallel", 4, 19.0, 1),
+        _run(30, "parallel", 4, 20.0, 2),
+    ]
+    seq, par = bench.showcase_runs(runs)
+    assert seq["record"]["timings"]["total"] == 30.0  # the median run, not an outlier
+    assert par["config"] == "parallel 2 chunks" and par["record"]["timings"]["total"] == 15.0
+    assert bench.showcase_runs([]) == (None, None)

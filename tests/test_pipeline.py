@@ -31,6 +31,7 @@ def job(cfg, speech_wav) -> JobInputs:
 
 
 def _renderer(options: RenderOptions | None = None) -> Renderer:
+    """A fresh replica's renderer with the default speed options (batch 16 unless given)."""
     model, _ = load_generator("gan", "/nonexistent", seed=model_seed(0, "gan"))
     return Renderer(model, "cpu", options)
 
@@ -73,10 +74,12 @@ def test_speed_options_are_exact(job, sequential_frames):
     """Folded BN, channels_last, static face features and mel reuse (the defaults) vs the
     plain fp32 path with every option off: max abs pixel difference ≤ 1."""
     plain = RenderOptions(
+        batch_size=16,
         channels_last=False,
         fold_batchnorm=False,
         static_face_features=False,
         reuse_identical_mels=False,
+        overlap=False,
     )
     frames = list(_renderer(plain).render(job, 0, job.n_frames))
     worst = max(max_abs_diff(a, b) for a, b in zip(frames, sequential_frames, strict=True))
@@ -228,3 +231,19 @@ def test_warm_renderer_switches_jobs_cleanly(job, cfg):
     fresh = list(_renderer().render(job2, 0, 40))
     assert max(max_abs_diff(x, y) for x, y in zip(a[:3], b[:3], strict=True)) <= 1  # silence
     assert max(max_abs_diff(x, y) for x, y in zip(b, fresh, strict=True)) <= 1
+
+
+def test_parallel_with_one_chunk_uses_a_full_replica(workbench, speech_wav, session_dir):
+    """A parallel job the planner keeps in one chunk (short audio) is not starved onto a
+    replica with half the cores: it runs on one replica holding all of them."""
+    rec = workbench.generate(
+        session_dir / "one",
+        audio=speech_wav,
+        strategy="parallel",
+        models=["gan", "nogan"],
+        progress=False,
+    )
+    assert rec["plan"]["n_chunks"] == 1  # ~2.5 s < 10 s → the seed's rule says sequential
+    assert rec["one_chunk_on_full_replica"] is True
+    assert rec["threads_per_replica"] == workbench.pool(["gan"]).specs[0].threads
+    assert len(rec["replicas"]) == 1

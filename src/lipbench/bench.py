@@ -9,7 +9,8 @@ One grid runner serves the CLI (``lipbench bench --suite strategies``) and the s
    timed (first inferences in a fresh process are slow); the second warm-up calibrates a small
    cost model, whose predicted speedup is written beside each measurement.
 3. For repeat r, every (duration, strategy, chunk count) runs once, in a seeded shuffled order,
-   so slow drift on a shared machine spreads over all configurations.
+   so slow drift on a shared machine spreads over all configurations. (Replicas reset their
+   per-job face caches when a new job arrives, so a repeat is rendered again, not replayed.)
 4. Tidy CSV: one row per run × stage; sidecars ``<stem>.runs.jsonl`` (the full run records,
    for Gantt and utilisation charts), ``<stem>.speech.csv`` (TTS per duration) and
    ``<stem>.json`` (grid, machine, summary, decision per duration).
@@ -348,7 +349,7 @@ def _noise_wav(path: Path, frames: int, fps: float, seed: int) -> Path:
 
 
 class _Runner:
-    """Wraps a Workbench: warm-up, cache flush, one measured run → rows + record."""
+    """Wraps a Workbench: warm-up and measured runs, all on audio files."""
 
     def __init__(self, wb: Workbench, workdir: Path, say: Callable[[str], None]):
         self.wb = wb
@@ -366,15 +367,6 @@ class _Runner:
             chunks=chunks,
             progress=False,
         )
-
-    def flush(self, rc: RunConfig) -> None:
-        """Run a one-frame-per-replica noise job on the config's pool. Replicas keep generated
-        faces keyed by mel window across jobs (until a job with an unseen window arrives), so
-        a repeat of the same speech would otherwise be served from that cache, not rendered."""
-        self._noise += 1
-        n = len(rc.models) if rc.strategy == "parallel" else 1
-        wav = _noise_wav(self.workdir / "flush.wav", n, self.fps, 10_000 + self._noise)
-        self.generate(rc, self.workdir / "flush", wav, n if rc.strategy == "parallel" else None)
 
     def warm_up(self, rc: RunConfig, model: CostModel) -> None:
         """Start the pool and run two noise clips (2 s); the second calibrates the cost model."""
@@ -398,12 +390,12 @@ def _rows_for(
     order: int,
     rc: RunConfig,
     rec: dict[str, Any],
-    cfg: dict[str, Any],
     predicted: float | None,
     load_before: float,
+    planned: int,
 ) -> list[dict[str, Any]]:
-    """Tidy rows (one per stage) for one run record."""
-    planned = planner_chunks(rc.duration_s, len(rc.models), cfg)
+    """Tidy rows (one per stage) for one run record; ``planned`` is the planner's chunk
+    count for this duration (1 = it would run sequentially)."""
     pick = (planned == 1 and rc.strategy == "sequential") or (
         planned > 1 and rc.strategy == "parallel" and rc.n_chunks == planned
     )
@@ -437,6 +429,15 @@ def _rows_for(
         "load_before": round(load_before, 2),
     }
     return [{**base, "stage": s, "seconds": rec["timings"].get(s)} for s in STAGES]
+
+
+def planner_for(rc: RunConfig, grid: Grid, cfg: dict[str, Any]) -> int:
+    """The planner's chunk count at this run's duration, for the replicas the parallel
+    strategy has here: a sequential run is compared with the grid's first model set."""
+    if rc.strategy == "parallel":
+        return planner_chunks(rc.duration_s, len(rc.models), cfg)
+    sets = grid.model_sets or [list(cfg["parallel"]["models"])]
+    return planner_chunks(rc.duration_s, len(sets[0]), cfg)
 
 
 def _baseline(rc: RunConfig, configs: list[RunConfig]) -> RunConfig | None:
@@ -488,12 +489,11 @@ def run_grid(
                     runner.warm_up(rc, model)
             result.cost_model = model
         for i, (rep, rc) in enumerate(schedule):
-            runner.flush(rc)
             run_id = rc.run_id(rep, tag)
             load = os.getloadavg()[0]
             rec = runner.generate(rc, workdir / run_id, speech[rc.duration_s].wav, rc.n_chunks if rc.strategy == "parallel" else None)  # fmt: skip
             pred = model.predicted_speedup(rc, _baseline(rc, configs)) if warmup else None
-            result.rows.extend(_rows_for(bench_id, run_id, rep, i, rc, rec, cfg, pred, load))
+            result.rows.extend(_rows_for(bench_id, run_id, rep, i, rc, rec, pred, load, planner_for(rc, grid, cfg)))  # fmt: skip
             result.runs.append({"bench_id": bench_id, "run_id": run_id, "repeat": rep, "order": i, "config": rc.label, **asdict(rc), "record": rec})  # fmt: skip
             if not rec["weights_trained"]:
                 result.weights_trained, result.weights_note = False, rec["weights_note"]
@@ -503,8 +503,7 @@ def run_grid(
     finally:
         if own:
             wb.close()
-        for scratch in ("warmup", "flush"):  # noise clips: not results, and not run records
-            shutil.rmtree(workdir / scratch, ignore_errors=True)
+        shutil.rmtree(workdir / "warmup", ignore_errors=True)  # noise clips, not results
     if not result.rows:
         raise LipbenchError("the bench ran nothing", "check the grid")
     return result
@@ -574,7 +573,7 @@ def decision_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (bench, d), grp in summary.groupby(["bench_id", "duration_s"], sort=True):
         best = grp.loc[grp["median_total_s"].idxmin()]
-        planned = int(grp["planner_chunks"].iloc[0])
+        planned = int(grp["planner_chunks"].max())
         picked = grp[grp["planner_pick"].astype(bool)]
         slower = (
             float(picked["median_total_s"].iloc[0] / best["median_total_s"] - 1)
@@ -690,21 +689,33 @@ def stage_table(df: pd.DataFrame, speech: pd.DataFrame | None = None) -> pd.Data
     return out.sort_values(["duration_s", "strategy", "n_chunks"], ascending=[True, False, True]).reset_index(drop=True)  # fmt: skip
 
 
+def _typical(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run whose total time is nearest its configuration's median."""
+    if not runs:
+        return None
+    med = float(np.median([r["record"]["timings"]["total"] for r in runs]))
+    return min(runs, key=lambda r: abs(r["record"]["timings"]["total"] - med))
+
+
 def showcase_runs(runs: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
-    """A sequential and a parallel run of the longest duration (the parallel one with the most
-    chunks), from the last repeat: the pair the Gantt and utilisation charts show."""
+    """The pair the Gantt and utilisation charts show, at the longest duration: a typical
+    sequential run, and a typical run of the fastest parallel configuration (by median)."""
     if not runs:
         return None, None
     longest = max(r["duration_s"] for r in runs)
     at = [r for r in runs if r["duration_s"] == longest]
-
-    def last(rs: list[dict]) -> dict | None:
-        return max(rs, key=lambda r: (r["repeat"], r["n_chunks"]), default=None)
-
-    return (
-        last([r for r in at if r["strategy"] == "sequential"]),
-        last([r for r in at if r["strategy"] == "parallel"]),
+    seq = _typical([r for r in at if r["strategy"] == "sequential"])
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for r in at:
+        if r["strategy"] == "parallel":
+            by_config.setdefault(f"{r['config']}|{'+'.join(r['models'])}", []).append(r)
+    if not by_config:
+        return seq, None
+    fastest = min(
+        by_config.values(),
+        key=lambda rs: float(np.median([r["record"]["timings"]["total"] for r in rs])),
     )
+    return seq, _typical(fastest)
 
 
 def gantt_rows(run: dict[str, Any]) -> pd.DataFrame:

@@ -336,17 +336,22 @@ class Workbench:
         # model is loaded.
         prepared = prepare_audio(cfg, out_dir, timer, text, lang, engine, audio)
         job, samples = build_job(cfg, prepared.wav, avatar, timer, None, job_id)
+        with timer.stage("split"):
+            n_chunks = 1 if strategy == "sequential" else chunks
+            plan = plan_from_config(samples, cfg, models, chunks=n_chunks)
+            plan.save(out_dir / "plan.json")
+        replicas = models
+        if strategy == "parallel" and plan.n_chunks == 1 and threads is None:
+            # One chunk cannot use a second replica: render it like the sequential path
+            # (one replica, all cores) instead of on a replica with a share of the cores.
+            replicas = models[:1]
         pool_t0 = time.perf_counter()
-        pool = self.pool(models, threads)
+        pool = self.pool(replicas, threads)
         pool_wait = time.perf_counter() - pool_t0  # replica start-up: recorded, not in total
         timer.t0 += pool_wait
         trained = all(r["weights"]["trained"] for r in pool.replica_info())
         label = None if trained or not cfg["weights"]["label_untrained"] else UNTRAINED_LABEL
         job.label = label
-        with timer.stage("split"):
-            n_chunks = 1 if strategy == "sequential" else chunks
-            plan = plan_from_config(samples, cfg, models, chunks=n_chunks)
-            plan.save(out_dir / "plan.json")
         chunk_dir = out_dir / "chunks"
         chunk_dir.mkdir(exist_ok=True)
         enc = EncoderSettings.from_config(cfg)
@@ -438,6 +443,7 @@ class Workbench:
                 "label": label,
                 "render_options": vars(pool.specs[0].render_options),
                 "engine": "pool",
+                "one_chunk_on_full_replica": replicas != models,
             },
         )
         write_record(out_dir / "run.json", record)

@@ -51,6 +51,20 @@ class ChunkTask:
     chunk_index: int = 0
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. /proc's VmHWM belongs to the current address space;
+    getrusage's ru_maxrss survives exec, so a spawned replica would inherit its parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def render_chunk(
     renderer: Any,
     job: Any,
@@ -63,8 +77,6 @@ def render_chunk(
     """Render frames [start, end) of ``job`` into a video-only file (atomically). Returns
     timing stats and the chunk's edge frames + consecutive-frame steps for the seam metric.
     Used by pool replicas and by ``lipbench render-chunk`` alike."""
-    import resource
-
     import numpy as np
 
     from .metrics import mean_abs_diff
@@ -100,7 +112,7 @@ def render_chunk(
         "render_s": round(render_s, 4),
         "encode_s": round(ended - started - render_s, 4),
         "fps": round(n / max(ended - started, 1e-9), 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
     return stats, {"first": np.asarray(first), "last": np.asarray(prev), "steps": steps}
 
@@ -119,6 +131,7 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
             spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device
         )
         renderer = Renderer(model, spec.device, dataclasses.replace(spec.render_options))
+        del model  # the renderer holds its own (BN-folded) copy; don't keep two in memory
         load_s = time.perf_counter() - t0
 
     except LipbenchError as exc:

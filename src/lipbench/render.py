@@ -128,7 +128,8 @@ class Renderer:
             self.options = dataclasses.replace(self.options)  # don't mutate the caller's
             self.calibration = calibrate_batch(model, str(self.device), torch.get_num_threads())
             self.options.batch_size = int(self.calibration["batch_size"])
-        self._face_cache: tuple[int, list[torch.Tensor]] | None = None
+        self._face_cache: tuple[object, list[torch.Tensor]] | None = None
+        self._expanded: dict[int, list[torch.Tensor]] = {}
         self._mel_cache: dict[bytes, np.ndarray] = {}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -139,9 +140,23 @@ class Renderer:
         key = job.meta.get("key", id(job))  # jobs arrive re-pickled per chunk: key by job id
         if self._face_cache is None or self._face_cache[0] != key:
             face = face_input(crop_face(job.avatar.frame(0), job.boxes.box(0)))[None]
-            self._face_cache = (key, self.model.encode_face(self._tensor(face)))
+            with torch.inference_mode():
+                self._face_cache = (key, self.model.encode_face(self._tensor(face)))
             self._mel_cache.clear()
+            self._expanded.clear()
         return self._face_cache[1]
+
+    def _static_batch(self, job: JobInputs, n: int) -> list[torch.Tensor]:
+        """The job's face features repeated to batch ``n``, materialised once per size: the
+        decoder's concatenations run ~10 % faster on contiguous tensors than on expand()
+        views (measured by `lipbench bench --suite speed`)."""
+        feats = self._static_features(job)
+        if n not in self._expanded:
+            fmt = torch.channels_last if self.options.channels_last else torch.contiguous_format
+            self._expanded[n] = [
+                f.expand(n, -1, -1, -1).contiguous(memory_format=fmt) for f in feats
+            ]
+        return self._expanded[n]
 
     @torch.inference_mode()
     def _faces(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -149,9 +164,8 @@ class Renderer:
         static = job.avatar.is_static and self.options.static_face_features
         mel = self._tensor(windows[:, None])
         if static:
-            feats = self._static_features(job)
             emb = self.model.encode_audio(mel)
-            out = self.model.decode(emb, [f.expand(len(frames), -1, -1, -1) for f in feats])
+            out = self.model.decode(emb, self._static_batch(job, len(frames)))
         else:
             faces = np.stack(
                 [face_input(crop_face(job.avatar.frame(i), job.boxes.box(i))) for i in frames]

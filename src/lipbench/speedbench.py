@@ -94,7 +94,8 @@ def _forward(
                 feats if feats is not None else m.encode_face(face.contiguous(memory_format=fmt))
             )
             return m.decode(
-                m.encode_audio(mel), [f.expand(len(mel), -1, -1, -1) for f in feats]
+                m.encode_audio(mel),
+                [f.expand(len(mel), -1, -1, -1) for f in feats],  # no-op if batched
             ).float()
         faces = face.expand(len(mel), -1, -1, -1).contiguous(memory_format=fmt)
         return m(mel, faces).float()
@@ -109,7 +110,11 @@ def network_fps(
     feats = None
     if v.static:
         fmt = torch.channels_last if v.channels_last else torch.contiguous_format
-        feats = m.encode_face(face.contiguous(memory_format=fmt))  # once per job, as in render
+        # once per job and batch size, materialised contiguous, as render.Renderer does
+        feats = [
+            f.expand(batch, -1, -1, -1).contiguous(memory_format=fmt)
+            for f in m.encode_face(face.contiguous(memory_format=fmt))
+        ]
     out = _forward(m, v, mel, face, feats)  # warm-up; also the output compared for exactness
     frames, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -173,6 +178,38 @@ def end_to_end(
         "batch_size": renderer.options.batch_size,
         "trained": info.trained,
     }
+
+
+def memory_check(
+    cfg: dict[str, Any], out_dir: Path, durations=(10.0, 60.0)
+) -> list[dict[str, Any]]:
+    """Peak RSS of a replica process rendering each duration (frames are streamed, so it
+    should not grow with the audio's length)."""
+    from .bench import make_speech
+    from .pipeline import Workbench
+
+    speech = make_speech(list(durations), out_dir / "memory_speech", cfg)
+    rows = []
+    print("\nmemory: peak RSS of a fresh sequential replica per clip length")
+    for d in durations:
+        with Workbench(cfg) as wb:  # a fresh replica per length: its peak is this job's
+            rec = wb.generate(
+                out_dir / f"memory_{d:g}s",
+                audio=speech[d].wav,
+                strategy="sequential",
+                progress=False,
+            )
+        peak = rec["chunks"][0]["peak_rss_mb"]
+        rows.append(
+            {
+                "kind": "memory",
+                "option": f"sequential replica, {d:g} s",
+                "peak_rss_mb": peak,
+                "frames": rec["frames"],
+            }
+        )
+        print(f"  {d:>5g} s of audio, {rec['frames']:>5} frames: peak RSS {peak:.0f} MB")
+    return rows
 
 
 def main(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
@@ -267,6 +304,9 @@ def main(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
         )
     ratio = e2e["default path"]["fps"] / e2e["plain path (before #8)"]["fps"]
     print(f"speed-up of the default path over the plain path, this run: {ratio:.2f}×")
+
+    if not getattr(args, "no_memory", False):
+        rows.extend(memory_check(cfg, out_dir))
 
     df = pd.DataFrame(rows)
     for k, v in {"gflops": round(gflops, 2), "threads": threads, "cores": os.cpu_count(), "batch_size": batch,
