@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pip prints one harmless line per local index it skips; keep the log readable
-PIPFILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+# (the braces keep pip's exit status: only grep's "no lines" status is forgiven)
+PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test lint report bench serve workflow clean
 

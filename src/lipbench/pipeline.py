@@ -274,6 +274,7 @@ def record_from_chunk_files(
                 "note": "every workflow chunk job loads its checkpoint (a pool pays this once)",
             },
             "engine": "snakemake",
+            "one_chunk_on_full_replica": False,  # each chunk job has the threads the rule gave it
             "snakemake_benchmarks": bench,
             "label": UNTRAINED_LABEL if untrained and cfg["weights"]["label_untrained"] else None,
         },
