@@ -287,6 +287,9 @@ class CostModel:
         if rc.strategy == "sequential":
             rate = self.seq_fps.get(rc.models[0])
             return frames / rate + over if rate else None
+        if rc.n_chunks == 1:  # the pipeline renders a single chunk on one full replica
+            rate = self.seq_fps.get(rc.models[0])
+            return frames / rate + over if rate else None
         rate = self.par_fps.get(rc.models)
         if not rate:
             return None
