@@ -73,14 +73,7 @@ def test_mouth_moves_with_audio(sequential_frames):
 def test_speed_options_are_exact(job, sequential_frames):
     """Folded BN, channels_last, static face features and mel reuse (the defaults) vs the
     plain fp32 path with every option off: max abs pixel difference ≤ 1."""
-    plain = RenderOptions(
-        batch_size=16,
-        channels_last=False,
-        fold_batchnorm=False,
-        static_face_features=False,
-        reuse_identical_mels=False,
-        overlap=False,
-    )
+    plain = RenderOptions.plain()
     frames = list(_renderer(plain).render(job, 0, job.n_frames))
     worst = max(max_abs_diff(a, b) for a, b in zip(frames, sequential_frames, strict=True))
     assert worst <= 1

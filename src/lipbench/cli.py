@@ -437,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--out", default="results/bench")
     s.add_argument("--seconds", type=float, default=20.0, help="speed suite: clip length")
-    s.add_argument("--no-memory", action="store_true", help="speed suite: skip the 10 s / 60 s peak-RSS check")
+    s.add_argument(
+        "--no-memory", action="store_true", help="speed suite: skip the 10 s / 60 s peak-RSS check"
+    )
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
     s.set_defaults(func=cmd_bench)
 

@@ -70,6 +70,18 @@ class RenderOptions:
     overlap: bool = True  # network runs ahead on a thread while frames are pasted/encoded
 
     @classmethod
+    def plain(cls) -> RenderOptions:
+        """The reference path: plain fp32 NCHW, every speed option off, batch 16."""
+        return cls(
+            batch_size=16,
+            channels_last=False,
+            fold_batchnorm=False,
+            static_face_features=False,
+            reuse_identical_mels=False,
+            overlap=False,
+        )
+
+    @classmethod
     def from_config(cls, cfg: dict) -> RenderOptions:
         r = cfg["render"]
         return cls(

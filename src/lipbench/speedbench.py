@@ -305,14 +305,7 @@ def main(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     )
 
     speech = make_speech([seconds], out_dir / "speed_speech", cfg)[seconds]
-    plain = RenderOptions(
-        batch_size=16,
-        channels_last=False,
-        fold_batchnorm=False,
-        static_face_features=False,
-        reuse_identical_mels=False,
-        overlap=False,
-    )
+    plain = RenderOptions.plain()
     default = RenderOptions.from_config(cfg)
     default.batch_size = batch
     print(
