@@ -13,8 +13,8 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
 import time
 import traceback
 from collections.abc import Callable
@@ -117,7 +117,7 @@ def render_chunk(
     return stats, {"first": np.asarray(first), "last": np.asarray(prev), "steps": steps}
 
 
-def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: mp.Queue) -> None:
+def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: Any) -> None:
     """Worker process: load the checkpoint once, then render tasks until told to stop."""
     import torch
 
@@ -135,13 +135,13 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
         load_s = time.perf_counter() - t0
 
     except LipbenchError as exc:
-        results.put(("failed", replica_id, str(exc)))
+        results.send(("failed", replica_id, str(exc)))
         return
     except Exception:  # noqa: BLE001 - report any start-up failure to the parent
-        results.put(("failed", replica_id, traceback.format_exc(limit=3)))
+        results.send(("failed", replica_id, traceback.format_exc(limit=3)))
         return
     weights = {k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")}
-    results.put(
+    results.send(
         (
             "ready",
             replica_id,
@@ -161,10 +161,10 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
             return
         task: ChunkTask = msg
         try:
-            results.put(("started", replica_id, task.task_id, time.time()))
+            results.send(("started", replica_id, task.task_id, time.time()))
 
             def tick(n: int, tid: int = task.task_id) -> None:
-                results.put(("progress", replica_id, tid, n))
+                results.send(("progress", replica_id, tid, n))
 
             stats, edges = render_chunk(
                 renderer, task.job, task.start, task.end, task.out_path, task.encoder, tick
@@ -174,11 +174,11 @@ def _replica_main(replica_id: int, spec: ReplicaSpec, tasks: mp.Queue, results: 
             )
             if spec.device.startswith("cuda"):
                 stats["gpu_max_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            results.put(("done", replica_id, task.task_id, stats, edges))
+            results.send(("done", replica_id, task.task_id, stats, edges))
         except LipbenchError as exc:
-            results.put(("error", replica_id, task.task_id, str(exc)))
+            results.send(("error", replica_id, task.task_id, str(exc)))
         except Exception:  # noqa: BLE001 - the parent turns this into a clear chunk error
-            results.put(("error", replica_id, task.task_id, traceback.format_exc(limit=4)))
+            results.send(("error", replica_id, task.task_id, traceback.format_exc(limit=4)))
 
 
 @dataclass
@@ -187,7 +187,9 @@ class _Replica:
     spec: ReplicaSpec
     process: Any
     tasks: Any
+    conn: Any  # this replica's own result pipe (read end)
     info: dict[str, Any] = field(default_factory=dict)
+    eof: bool = False
 
 
 class ChunkFailed(LipbenchError):
@@ -202,7 +204,7 @@ class ReplicaPool:
             raise ValueError("a pool needs at least one replica")
         self.specs = specs
         self._ctx = mp.get_context("spawn")  # fork + torch threads is unsafe
-        self._results: Any = self._ctx.Queue()
+        self._backlog: list[tuple] = []  # messages read while waiting for a replica to start
         self.replicas: list[_Replica] = []
         self.restarts = 0
         self._ids = itertools.count()
@@ -227,36 +229,58 @@ class ReplicaPool:
         # A replica that dies leaves its queue unread; without this the queue's feeder
         # thread would block the parent's exit forever, trying to flush the dead pipe.
         tasks.cancel_join_thread()
+        # One result pipe per replica, never a shared queue: a replica killed while writing
+        # would otherwise die holding the shared queue's lock and block every other writer.
+        reader, writer = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_replica_main,
-            args=(replica_id, spec, tasks, self._results),
+            args=(replica_id, spec, tasks, writer),
             daemon=True,
             name=f"replica-{replica_id}-{spec.model}",
         )
         proc.start()
-        return _Replica(replica_id, spec, proc, tasks)
+        writer.close()  # only the child writes; its death then shows as EOF here
+        return _Replica(replica_id, spec, proc, tasks, reader)
+
+    def _poll(self, timeout: float, backlog: bool = True) -> list[tuple]:
+        """Messages from any replica (the backlog first, unless ``backlog`` is False),
+        waiting up to ``timeout``."""
+        if backlog and self._backlog:
+            out, self._backlog = self._backlog, []
+            return out
+        live = {r.conn: r for r in self.replicas if not r.eof}
+        if not live:
+            time.sleep(timeout)
+            return []
+        out = []
+        for conn in mp_connection.wait(list(live), timeout):
+            try:
+                out.append(conn.recv())
+            except Exception:  # noqa: BLE001 - EOF or a message cut off by a kill: the replica is gone
+                live[conn].eof = True
+        return out
 
     def _wait_ready(self, r: _Replica) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.replicas[r.replica_id].info:  # its "ready" was read while waiting for another
                 return
-            try:
-                msg = self._results.get(timeout=0.5)
-            except queue.Empty:
-                if not r.process.is_alive():
-                    raise LipbenchError(
-                        f"replica {r.replica_id} ({r.spec.model}) exited while loading (code {r.process.exitcode})"
-                    ) from None
-                continue
-            kind, rid = msg[0], msg[1]
-            if kind == "failed":
-                text = msg[2].strip()
-                if "\n" in text:  # a traceback: keep its last line
-                    text = f"replica {rid} ({self.specs[rid].model}) failed to start: {text.splitlines()[-1]}"
-                raise LipbenchError(text)
-            if kind == "ready":
-                self.replicas[rid].info = msg[2]
+            msgs = self._poll(0.5, backlog=False)  # the backlog is for the render loop
+            if not msgs and not r.process.is_alive():
+                raise LipbenchError(
+                    f"replica {r.replica_id} ({r.spec.model}) exited while loading (code {r.process.exitcode})"
+                )
+            for msg in msgs:
+                kind, rid = msg[0], msg[1]
+                if kind == "failed":
+                    text = msg[2].strip()
+                    if "\n" in text:  # a traceback: keep its last line
+                        text = f"replica {rid} ({self.specs[rid].model}) failed to start: {text.splitlines()[-1]}"
+                    raise LipbenchError(text)
+                if kind == "ready":
+                    self.replicas[rid].info = msg[2]
+                else:  # another replica's work in progress: keep it for the render loop
+                    self._backlog.append(msg)
         raise LipbenchError(f"replica {r.replica_id} did not start within {START_TIMEOUT_S:.0f} s")
 
     def replica_info(self) -> list[dict[str, Any]]:
@@ -348,66 +372,73 @@ class ReplicaPool:
 
     def _run_loop(self, running, queues, attempts, stats, edges, by_id, feed, progress) -> None:
         while running:
-            try:
-                msg = self._results.get(timeout=0.5)
-            except queue.Empty:
-                for rid, t in list(running.items()):
-                    r = self.replicas[rid]
-                    if r.process.is_alive():
-                        continue
-                    code = r.process.exitcode
-                    _remove_partials(t.out_path)
-                    del running[rid]
-                    if attempts[t.task_id] >= 2:
-                        raise ChunkFailed(
-                            f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed twice: replica {rid} ({r.spec.model}) died (exit code {code})",
-                            "check memory (dmesg) and run again; the partial files were removed",
-                        ) from None
-                    log.warning(
-                        "replica %d died (exit %s) rendering chunk %d; retrying on a fresh replica",
-                        rid,
-                        code,
-                        t.chunk_index,
-                    )
-                    self._emit(
-                        "replica_died", {"replica": rid, "chunk": t.chunk_index, "exitcode": code}
-                    )
-                    self._restart(r)
-                    queues[rid].insert(0, t)
-                    feed(rid)
-                continue
-            kind = msg[0]
-            if kind in ("started", "progress", "done", "error") and msg[2] not in by_id:
-                continue  # from an aborted earlier batch
-            if kind == "started":
-                self._emit(
-                    "started",
-                    {
-                        "replica": msg[1],
-                        "chunk": by_id[msg[2]].chunk_index,
-                        "pid": self.replicas[msg[1]].process.pid,
-                    },
-                )
-            elif kind == "progress":
-                if progress:
-                    progress(msg[3])
-            elif kind == "done":
-                _, rid, tid, st, edge = msg
-                st["chunk"] = by_id[tid].chunk_index
-                st["attempts"] = attempts[tid]
-                stats[tid], edges[tid] = st, edge
-                running.pop(rid, None)
-                feed(rid)
-            elif kind == "error":
-                _, rid, tid, text = msg
-                t = by_id[tid]
+            msgs = self._poll(0.5)
+            for msg in msgs:
+                self._handle(msg, running, attempts, stats, edges, by_id, feed, progress)
+            for rid, t in list(running.items()):
+                r = self.replicas[rid]
+                # Dead only once everything it sent has been read (a "done" may still wait).
+                if not (r.eof or (not r.process.is_alive() and not r.conn.poll())):
+                    continue
+                if r.process.is_alive():  # its pipe broke mid-message: treat it as lost
+                    r.process.kill()
+                r.process.join()
+                code = r.process.exitcode
                 _remove_partials(t.out_path)
-                line = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-                raise ChunkFailed(
-                    f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed on replica {rid} ({self.replicas[rid].spec.model}): {line}"
+                del running[rid]
+                if attempts[t.task_id] >= 2:
+                    self._restart(r)  # leave the pool whole for the next job
+                    raise ChunkFailed(
+                        f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed twice: replica {rid} ({r.spec.model}) died (exit code {code})",
+                        "check memory (dmesg) and run again; the partial files were removed",
+                    ) from None
+                log.warning(
+                    "replica %d died (exit %s) rendering chunk %d; retrying on a fresh replica",
+                    rid,
+                    code,
+                    t.chunk_index,
                 )
-            elif kind == "ready":
-                self.replicas[msg[1]].info = msg[2]
+                self._emit(
+                    "replica_died", {"replica": rid, "chunk": t.chunk_index, "exitcode": code}
+                )
+                self._restart(r)
+                queues[rid].insert(0, t)
+                feed(rid)
+
+    def _handle(self, msg, running, attempts, stats, edges, by_id, feed, progress) -> None:
+        """One message from a replica during a batch."""
+        kind = msg[0]
+        if kind in ("started", "progress", "done", "error") and msg[2] not in by_id:
+            return  # from an aborted earlier batch
+        if kind == "started":
+            self._emit(
+                "started",
+                {
+                    "replica": msg[1],
+                    "chunk": by_id[msg[2]].chunk_index,
+                    "pid": self.replicas[msg[1]].process.pid,
+                },
+            )
+        elif kind == "progress":
+            if progress:
+                progress(msg[3])
+        elif kind == "done":
+            _, rid, tid, st, edge = msg
+            st["chunk"] = by_id[tid].chunk_index
+            st["attempts"] = attempts[tid]
+            stats[tid], edges[tid] = st, edge
+            running.pop(rid, None)
+            feed(rid)
+        elif kind == "error":
+            _, rid, tid, text = msg
+            t = by_id[tid]
+            _remove_partials(t.out_path)
+            line = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+            raise ChunkFailed(
+                f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed on replica {rid} ({self.replicas[rid].spec.model}): {line}"
+            )
+        elif kind == "ready":
+            self.replicas[msg[1]].info = msg[2]
 
     def close(self) -> None:
         for r in self.replicas:
@@ -420,6 +451,7 @@ class ReplicaPool:
             if r.process.is_alive():
                 r.process.kill()
                 r.process.join()
+            r.conn.close()
         self.replicas = []
 
     def __enter__(self) -> ReplicaPool:
