@@ -226,7 +226,8 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
     stats.update(chunk=chunk.index, model=model_name, threads=threads, device=device, replica=f"job-{chunk.index}", attempts=1,
                  pid=os.getpid(), model_load_s=timer.stages["model_load"], detect_s=timer.stages.get("detect"), mel_s=timer.stages.get("split"),
                  weights={k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")},
-                 render_options=vars(RenderOptions.from_config(cfg)), usage={"t0": usage_t0, **usage.summary()})  # fmt: skip
+                 render_options=vars(renderer.options), batch_size=renderer.options.batch_size,
+                 calibration=renderer.calibration, usage={"t0": usage_t0, **usage.summary()})  # fmt: skip
     stats_path = Path(args.stats) if args.stats else Path(args.out).with_suffix(".json")
     with atomic_path(stats_path.with_suffix(".npz")) as tmp:
         with open(tmp, "wb") as fh:

@@ -253,6 +253,8 @@ def record_from_chunk_files(
             "load_s": s["model_load_s"],
             "weights": s["weights"],
             "peak_rss_mb": s["peak_rss_mb"],
+            "batch_size": s.get("batch_size"),
+            "calibration": s.get("calibration"),
         }
         for s in rows
     ]
