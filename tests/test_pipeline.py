@@ -124,6 +124,7 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
         assert "UNTRAINED" in on_disk["weights_note"]
         assert not (d / "chunks").exists()  # temp chunks removed
     assert seq["plan"]["n_chunks"] == 1 and par["plan"]["n_chunks"] == 2
+    assert par["one_chunk_on_full_replica"] is False
     assert {c["replica"] for c in par["chunks"]} == {0, 1}
     a = list(video.read_frames(out / "seq" / "result.mp4"))
     b = list(video.read_frames(out / "par" / "result.mp4"))

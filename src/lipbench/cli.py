@@ -272,7 +272,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .pipeline import record_from_chunk_files
     from .plan import Plan
     from .records import write_record
-    from .video import concat_videos, mux_audio
+    from .video import merge_chunks
 
     cfg = _cfg(args)
     plan = Plan.load(args.plan)
@@ -284,17 +284,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     t0 = time.perf_counter()
-    if len(chunks) == 1:
-        mux_audio(chunks[0], args.audio, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
-    else:
-        merged = out.with_name(f".{out.stem}.video.mp4")
-        try:
-            concat_videos(chunks, merged, cfg["video"]["ffmpeg"])
-            mux_audio(
-                merged, args.audio, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"]
-            )
-        finally:
-            merged.unlink(missing_ok=True)
+    merge_chunks(chunks, args.audio, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
     merge_s = time.perf_counter() - t0
     if args.record:
         stats = [json.loads(c.with_suffix(".json").read_text()) for c in chunks]

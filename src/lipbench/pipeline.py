@@ -31,7 +31,7 @@ from .plan import Plan, plan_from_config
 from .pool import ChunkTask, ReplicaPool, ReplicaSpec
 from .records import StageTimer, machine, versions, write_record
 from .render import UNTRAINED_LABEL, JobInputs, RenderOptions
-from .video import EncoderSettings, concat_videos, mux_audio
+from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")
 
@@ -343,13 +343,13 @@ class Workbench:
             n_chunks = 1 if strategy == "sequential" else chunks
             plan = plan_from_config(samples, cfg, models, chunks=n_chunks)
             plan.save(out_dir / "plan.json")
-        replicas = models
+        replica_models = models
         if strategy == "parallel" and plan.n_chunks == 1 and threads is None:
             # One chunk cannot use a second replica: render it like the sequential path
             # (one replica, all cores) instead of on a replica with a share of the cores.
-            replicas = models[:1]
+            replica_models = models[:1]
         pool_t0 = time.perf_counter()
-        pool = self.pool(replicas, threads)
+        pool = self.pool(replica_models, threads)
         pool_wait = time.perf_counter() - pool_t0  # replica start-up: recorded, not in total
         timer.t0 += pool_wait
         trained = all(r["weights"]["trained"] for r in pool.replica_info())
@@ -386,25 +386,13 @@ class Workbench:
             bar.close()
             with timer.stage("merge"):
                 chunk_files = [Path(t.out_path) for t in tasks]
-                if len(chunk_files) == 1:
-                    mux_audio(
-                        chunk_files[0],
-                        prepared.wav,
-                        result,
-                        cfg["video"]["ffmpeg"],
-                        cfg["video"]["audio_bitrate"],
-                    )
-                else:
-                    merged = chunk_dir / "merged_video.mp4"
-                    concat_videos(chunk_files, merged, cfg["video"]["ffmpeg"])
-                    mux_audio(
-                        merged,
-                        prepared.wav,
-                        result,
-                        cfg["video"]["ffmpeg"],
-                        cfg["video"]["audio_bitrate"],
-                    )
-                    merged.unlink(missing_ok=True)
+                merge_chunks(
+                    chunk_files,
+                    prepared.wav,
+                    result,
+                    cfg["video"]["ffmpeg"],
+                    cfg["video"]["audio_bitrate"],
+                )
         except BaseException:
             shutil.rmtree(chunk_dir, ignore_errors=True)
             raise
@@ -446,7 +434,7 @@ class Workbench:
                 "label": label,
                 "render_options": vars(pool.specs[0].render_options),
                 "engine": "pool",
-                "one_chunk_on_full_replica": replicas != models,
+                "one_chunk_on_full_replica": replica_models != models,
             },
         )
         write_record(out_dir / "run.json", record)

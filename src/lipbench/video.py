@@ -150,6 +150,21 @@ def mux_audio(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.
     return out
 
 
+def merge_chunks(chunks: list[Path], audio: str | os.PathLike, out: str | os.PathLike,
+                 ffmpeg: str = "auto", bitrate: str = "128k") -> Path:  # fmt: skip
+    """Chunk videos → one MP4: concat (stream copy), then the whole audio muxed once.
+    A single chunk is muxed directly."""
+    out = Path(out)
+    if len(chunks) == 1:
+        return mux_audio(chunks[0], audio, out, ffmpeg, bitrate)
+    merged = out.with_name(f".{out.stem}.video.mp4")
+    try:
+        concat_videos(chunks, merged, ffmpeg)
+        return mux_audio(merged, audio, out, ffmpeg, bitrate)
+    finally:
+        merged.unlink(missing_ok=True)
+
+
 @dataclass
 class MediaInfo:
     duration_s: float | None
