@@ -40,9 +40,10 @@ from . import audio as audio_mod
 from . import tts as tts_mod
 from .atomic import write_text_atomic
 from .errors import InputError, LipbenchError
-from .pipeline import STRATEGIES, Workbench
+from .jobs import STRATEGIES
+from .pipeline import Workbench
 from .plan import estimate_optimal_chunks
-from .records import machine, versions
+from .sysinfo import machine, versions
 
 log = logging.getLogger("lipbench.bench")
 
@@ -363,13 +364,13 @@ class _Runner:
 
     def generate(self, rc: RunConfig, out: Path, wav: Path, chunks: int | None) -> dict[str, Any]:
         return self.wb.generate(
-            out,
+            out / "result.mp4",
             audio=wav,
             strategy=rc.strategy,
             models=list(rc.models),
             chunks=chunks,
             progress=False,
-        )
+        ).to_dict()
 
     def warm_up(self, rc: RunConfig, model: CostModel) -> None:
         """Start the pool and run two noise clips (2 s); the second calibrates the cost model."""

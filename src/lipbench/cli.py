@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from .config import deep_merge, load_config
 from .errors import LipbenchError
+from .jobs import STRATEGIES, output_names, positive, resolve_job
 
 log = logging.getLogger("lipbench")
 
@@ -25,13 +25,26 @@ def _models(text: str | None) -> list[str] | None:
 
 
 def _cfg(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import load_config
-
+    """The config with the command's flags over it; flags are checked first, so a bad flag
+    is reported as the flag, not as the config."""
     overrides: dict[str, Any] = {}
     if getattr(args, "device", None):
         overrides["device"] = args.device
-    if getattr(args, "fps", None):
+    if getattr(args, "fps", None) is not None:
+        positive(args.fps, "--fps", upper=120)
         overrides["fps"] = args.fps
+    for flag in ("chunks", "threads"):
+        positive(getattr(args, flag, None), f"--{flag}", upper=1024)
+    if args.config_json:
+        # The workflow passes each rule exactly the config sections it depends on (the same
+        # sections its rerun trigger watches); no file is read.
+        try:
+            given = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise LipbenchError(
+                f"--config-json is not valid JSON: {exc}", "pass a JSON object"
+            ) from exc
+        return load_config(None, deep_merge(given, overrides), read_default=False)
     return load_config(args.config, overrides)
 
 
@@ -41,10 +54,10 @@ def cmd_tts(args: argparse.Namespace) -> int:
     if args.list:
         for e in tts.list_engines():
             langs = e["languages"]
-            shown = ", ".join(langs[:20]) + (
-                f", … ({len(langs)} in all)" if len(langs) > 20 else ""
+            more = f", … ({len(langs)} in all)" if len(langs) > 20 else ""
+            print(
+                f"{e['name']:<7} {'offline' if e['offline'] else 'online '}  {', '.join(langs[:20])}{more}"
             )
-            print(f"{e['name']:<7} {'offline' if e['offline'] else 'online '}  {shown}")
         return 0
     if args.text is None:
         raise LipbenchError("no text given", 'pass --text "…" (or --list to see engines)')
@@ -55,26 +68,13 @@ def cmd_tts(args: argparse.Namespace) -> int:
         if args.out
         else Path(cfg["results_dir"]) / f"speech{tts.output_suffix(engine)}"
     )
-    res = tts.synthesize(
-        args.text,
-        args.lang,
-        out,
-        engine=engine,
-        max_chars=cfg["text"]["max_chars"],
-        timeout_s=cfg["tts"]["timeout_s"],
-    )
-    print(
-        json.dumps(
-            {
-                "path": str(res.path),
-                "engine": res.engine,
-                "lang": res.lang,
-                "sample_rate": res.sample_rate,
-                "seconds": round(res.seconds, 3),
-                "chars": len(args.text),
-            }
-        )
-    )
+    res = tts.synthesize(args.text, args.lang, out, engine=engine,
+                         max_chars=cfg["text"]["max_chars"], timeout_s=cfg["tts"]["timeout_s"])  # fmt: skip
+    info = {"path": str(res.path), "engine": res.engine, "lang": res.lang,
+            "sample_rate": res.sample_rate, "seconds": round(res.seconds, 3), "chars": len(args.text)}  # fmt: skip
+    print(json.dumps(info))
+    log.info("tts: %s, %s, %.2f s of speech from %d characters → %s",
+             res.engine, res.lang, res.seconds, len(args.text), res.path)  # fmt: skip
     return 0
 
 
@@ -82,15 +82,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from . import audio
 
     out = audio.convert_to_wav16k(args.input, args.output)
-    print(
-        json.dumps(
-            {
-                "path": str(out),
-                "duration_s": round(audio.duration_s(out), 4),
-                "sample_rate": audio.SAMPLE_RATE,
-            }
-        )
-    )
+    print(json.dumps({"path": str(out), "duration_s": round(audio.duration_s(out), 4),
+                      "sample_rate": audio.SAMPLE_RATE}))  # fmt: skip
     return 0
 
 
@@ -98,18 +91,13 @@ def _plan(args: argparse.Namespace, cfg: dict[str, Any]):
     from . import audio
     from .plan import plan_from_config
 
+    job = resolve_job(cfg, getattr(args, "strategy", "parallel"), _models(args.models), args.chunks)
     samples = audio.read_wav(args.audio)
-    strategy = getattr(args, "strategy", "parallel")
-    models = _models(args.models) or (
-        cfg["parallel"]["models"] if strategy == "parallel" else [cfg["sequential"]["model"]]
-    )
-    chunks = 1 if strategy == "sequential" else args.chunks
-    return samples, plan_from_config(samples, cfg, models, chunks=chunks)
+    return samples, plan_from_config(samples, cfg, list(job.models), chunks=job.chunks)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    cfg = _cfg(args)
-    _, plan = _plan(args, cfg)
+    _, plan = _plan(args, _cfg(args))
     if args.out:
         plan.save(args.out)
     print(json.dumps(plan.to_dict(), indent=2))
@@ -134,31 +122,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import Workbench
 
     cfg = _cfg(args)
-    text = args.text
-    if text is None and args.audio is None:
-        text = cfg["text"]["default"]
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise LipbenchError(
-            f"--out must end in .mp4 (got {out})", "e.g. --out results/demo/result.mp4"
-        )
+    text = cfg["text"]["default"] if args.text is None and args.audio is None else args.text
+    # Resolved before anything starts: a bad --models/--chunks/--threads/--out fails at once.
+    resolve_job(cfg, args.strategy, _models(args.models), args.chunks, args.threads)
+    output_names(args.out)
     with Workbench(cfg) as wb:
         rec = wb.generate(
-            out.parent, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
+            args.out, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
             chunks=args.chunks, engine=args.engine, avatar=args.avatar, threads=args.threads, progress=not args.no_progress,
             keep_chunks=args.keep_chunks,
         )  # fmt: skip
-    produced = Path(rec["outputs"]["video"])
-    if produced.resolve() != out.resolve():
-        produced.replace(out)
-        rec["outputs"]["video"] = str(out)
-    t = rec["timings"]
-    stages = "  ".join(f"{k} {v:.2f}s" for k, v in t.items())
+    stages = "  ".join(f"{k} {v:.2f}s" for k, v in rec.timings.to_dict().items())
     print(
-        f"wrote {out} ({rec['frames']} frames, {rec['plan']['n_chunks']} chunk(s), {rec['strategy']}) and {out.parent / 'run.json'}"
+        f"wrote {rec.outputs.video} ({rec.frames} frames, {rec.plan['n_chunks']} chunk(s), {rec.strategy}) and {rec.outputs.record}"
     )
     print(f"timings: {stages}")
-    if not rec["weights_trained"]:
+    if not rec.weights_trained:
         print(
             "NOTE: no checkpoint in weights/ — the mouth comes from SEEDED RANDOM (untrained) weights; see weights/README.md"
         )
@@ -166,156 +145,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_render_chunk(args: argparse.Namespace) -> int:
-    """One chunk in its own process (the workflow's unit of work): load the model, render the
-    chunk's frame range from the FULL-file mel, encode a video-only chunk, write its stats."""
-    import numpy as np
-    import torch
+    """One chunk in its own process: the workflow's unit of work (`chunk.render_plan_chunk`)."""
+    from .chunk import render_plan_chunk
 
-    from .atomic import atomic_path, write_text_atomic
-    from .config import resolve_device
-    from .metrics import UsageSampler
-    from .pipeline import build_job, default_threads, model_seed
-    from .plan import Plan
-    from .pool import render_chunk
-    from .records import StageTimer
-    from .render import UNTRAINED_LABEL, Renderer, RenderOptions
-    from .video import EncoderSettings
-    from .weights import load_generator
-
-    cfg = _cfg(args)
-    plan = Plan.load(args.plan)
-    if not 0 <= args.chunk < plan.n_chunks:
-        raise LipbenchError(
-            f"chunk {args.chunk} not in the plan (it has {plan.n_chunks})", "pick 0 … n_chunks-1"
-        )
-    chunk = plan.chunks[args.chunk]
-    model_name = args.model or chunk.model
-    device = resolve_device(cfg)
-    threads = args.threads or default_threads(1, cfg)
-    torch.set_num_threads(threads)
-    timer = StageTimer()
-    with timer.stage("model_load"):
-        model, info = load_generator(
-            model_name,
-            cfg["weights"]["dir"],
-            cfg["weights"]["files"],
-            seed=model_seed(cfg["seed"], model_name),
-            device=device,
-        )
-        renderer = Renderer(model, device, RenderOptions.from_config(cfg))
-    label = None if info.trained or not cfg["weights"]["label_untrained"] else UNTRAINED_LABEL
-    job, _ = build_job(
-        cfg, Path(args.audio), args.avatar, timer, label, job_id=str(Path(args.plan).resolve())
-    )
-    if job.n_frames != plan.n_frames:
-        raise LipbenchError(
-            f"plan {args.plan} has {plan.n_frames} frames but {args.audio} gives {job.n_frames}",
-            "re-run the plan step for this audio",
-        )
-    # Same sampler as the pool's infer stage; `merge` joins every chunk's samples into `cpu`.
-    usage_t0 = time.time()
-    with UsageSampler(pids=[os.getpid()]) as usage:
-        stats, edges = render_chunk(
-            renderer,
-            job,
-            chunk.frame_start,
-            chunk.frame_end,
-            args.out,
-            EncoderSettings.from_config(cfg),
-        )
-    stats.update(chunk=chunk.index, model=model_name, threads=threads, device=device, replica=f"job-{chunk.index}", attempts=1,
-                 pid=os.getpid(), model_load_s=timer.stages["model_load"], detect_s=timer.stages.get("detect"), mel_s=timer.stages.get("split"),
-                 weights={k: getattr(info, k) for k in ("name", "path", "source", "sha256", "seed", "trained")},
-                 render_options=vars(renderer.options), batch_size=renderer.options.batch_size,
-                 calibration=renderer.calibration, usage={"t0": usage_t0, **usage.summary()})  # fmt: skip
-    stats_path = Path(args.stats) if args.stats else Path(args.out).with_suffix(".json")
-    with atomic_path(stats_path.with_suffix(".npz")) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, first=edges["first"], last=edges["last"], steps=np.asarray(edges["steps"])
-            )
-    write_text_atomic(stats_path, json.dumps(stats, indent=2) + "\n")
-    print(
-        json.dumps(
-            {k: stats[k] for k in ("chunk", "model", "frames", "wall_s", "fps", "model_load_s")}
-        )
-    )
+    row = render_plan_chunk(_cfg(args), args.audio, args.plan, args.chunk, args.out,
+                            model=args.model, avatar=args.avatar, threads=args.threads)  # fmt: skip
+    print(json.dumps({k: getattr(row, k) for k in ("chunk", "model", "frames", "wall_s", "fps")}))
     return 0
 
 
-def _joined_usage(usages: list[dict[str, Any] | None], t0: float) -> dict[str, Any]:
-    """One `cpu` summary for a workflow run, shaped like the pool's: every chunk job's
-    samples (system CPU %, its own RSS), with times counted from the first chunk's start."""
-    samples: list[dict[str, Any]] = []
-    interval = None
-    for u in usages:
-        if not u:
-            continue
-        interval = u.get("interval_s")
-        samples += [{**x, "t": round(u["t0"] + x["t"] - t0, 3)} for x in u.get("samples", [])]
-    samples.sort(key=lambda x: x["t"])
-    cpu = [x["cpu_percent"] for x in samples]
-    return {
-        "interval_s": interval,
-        "n": len(cpu),
-        "cpu_percent_mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
-        "cpu_percent_max": round(max(cpu), 1) if cpu else None,
-        "samples": samples,
-    }
-
-
 def cmd_merge(args: argparse.Namespace) -> int:
-    """Concat chunk videos (stream copy), mux the audio once, write run.json from the
-    per-chunk stats that render-chunk left beside each chunk."""
-    import numpy as np
+    """Concat chunk videos (stream copy), mux the audio once, verify, write run.json."""
+    from .stitch import merge_job
 
-    from .pipeline import record_from_chunk_files
-    from .plan import Plan
-    from .records import write_record
-    from .video import merge_chunks
-
-    cfg = _cfg(args)
-    plan = Plan.load(args.plan)
-    chunks = [Path(c) for c in args.chunks]
-    if len(chunks) != plan.n_chunks:
-        raise LipbenchError(
-            f"{len(chunks)} chunk files given, the plan has {plan.n_chunks}",
-            "pass every chunk in order",
-        )
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    merge_chunks(chunks, args.audio, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
-    merge_s = time.perf_counter() - t0
-    if args.record:
-        stats = [json.loads(c.with_suffix(".json").read_text()) for c in chunks]
-        # Per-run data, not per-chunk rows: lifted out before the rows go into the record.
-        usages = [s.pop("usage", None) for s in stats]
-        options = [s.pop("render_options", None) for s in stats]
-        edges = []
-        for c in chunks:
-            z = np.load(c.with_suffix(".npz"))
-            edges.append({"first": z["first"], "last": z["last"], "steps": list(z["steps"])})
-        rec = record_from_chunk_files(
-            cfg, plan, stats, edges, merge_s, out, Path(args.audio), args.benchmarks, args.strategy
-        )
-        tts_info = json.loads(Path(args.tts_info).read_text()) if args.tts_info else None
-        rec["tts"] = tts_info and {
-            k: tts_info.get(k) for k in ("engine", "lang", "sample_rate", "chars")
-        }
-        rec["outputs"]["speech"] = args.speech
-        rec["cpu"] = _joined_usage(usages, min(s["start_ts"] for s in stats))
-        rec["restarts"] = sum(s.get("attempts", 1) - 1 for s in stats)
-        rec["render_options"] = options[0]
-        # Each chunk job's whole wall time (process start, imports, model load, detect, mel,
-        # render) from its Snakemake benchmark: what a warm replica pool does not pay per job.
-        job_s = [rec["snakemake_benchmarks"].get(f"infer_chunk_{s['chunk']}") for s in stats]
-        if all(j is not None for j in job_s):
-            rec["model_load"]["per_chunk_job_s"] = job_s
-            rec["model_load"]["per_chunk_overhead_s"] = [
-                round(j - s["wall_s"], 4) for j, s in zip(job_s, stats, strict=True)
-            ]
-        write_record(args.record, rec)
-    print(json.dumps({"path": str(out), "chunks": len(chunks), "merge_s": round(merge_s, 3)}))
+    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunks, args.out, args.record,
+                           args.benchmarks, args.strategy, args.speech, args.tts_info)  # fmt: skip
+    print(json.dumps({"path": args.out, "chunks": len(args.chunks), "merge_s": merge_s}))
     return 0
 
 
@@ -335,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lipbench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--config", help="config YAML (default: ./config/config.yaml, else built-in defaults)"
+    )
+    p.add_argument(
+        "--config-json", help="config sections as one JSON object (the workflow's rules use this)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -356,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("split", cmd_split, "write chunk WAVs + sidecar JSON (frame ranges)")):  # fmt: skip
         s = sub.add_parser(name, help=helptext)
         s.add_argument("audio")
-        s.add_argument("--strategy", choices=["sequential", "parallel"], default="parallel")
+        s.add_argument("--strategy", choices=STRATEGIES, default="parallel")
         s.add_argument("--models", help="comma list, e.g. gan,nogan")
         s.add_argument(
             "--chunks", type=int, help="force a chunk count (default: the config's policy)"
@@ -378,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--avatar", help="image or video (default: the config's, i.e. the astronaut photo)"
     )
-    s.add_argument("--strategy", choices=["sequential", "parallel"], default="sequential")
+    s.add_argument("--strategy", choices=STRATEGIES, default="sequential")
     s.add_argument("--models", help="comma list of checkpoints, e.g. gan,nogan (parallel) or gan")
     s.add_argument("--chunks", type=int)
     s.add_argument("--threads", type=int, help="torch threads per replica")
@@ -394,7 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plan", required=True)
     s.add_argument("--chunk", type=int, required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--stats", help="stats JSON (default: beside --out)")
     s.add_argument("--model", help="override the plan's model for this chunk")
     s.add_argument("--avatar")
     s.add_argument("--threads", type=int)
@@ -406,13 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--audio", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--record", help="write the run record here")
-    s.add_argument(
-        "--benchmarks", help="folder of Snakemake benchmark TSVs to take stage timings from"
-    )
-    s.add_argument("--strategy", default="parallel")
+    s.add_argument("--benchmarks", nargs="*", default=[],
+                   help="Snakemake benchmark TSVs (<stage>.tsv) to take stage timings from")  # fmt: skip
+    s.add_argument("--strategy", default="parallel", choices=STRATEGIES)
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
-    s.add_argument("chunks", nargs="+")
+    s.add_argument("--chunks", nargs="+", required=True, help="the chunk videos, in order")
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("bench", help="benchmark strategies / speed options")

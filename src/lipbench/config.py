@@ -69,12 +69,15 @@ def default_config_path() -> Path | None:
 
 
 def load_config(
-    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    read_default: bool = True,
 ) -> dict[str, Any]:
-    """Load a YAML config (or the default one), merge ``overrides`` over it, validate, fill
-    defaults. With no file at all, the schema's defaults alone make a working config."""
+    """Load a YAML config (or the default one, unless ``read_default`` is False), merge
+    ``overrides`` over it, validate, fill defaults. With no file at all, the schema's
+    defaults alone make a working config."""
     cfg: dict[str, Any] = {}
-    cfg_path = Path(path) if path else default_config_path()
+    cfg_path = Path(path) if path else (default_config_path() if read_default else None)
     if cfg_path is not None:
         if not cfg_path.exists():
             raise InputError(f"config file not found: {cfg_path}", "pass an existing --config file")

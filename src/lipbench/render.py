@@ -27,7 +27,7 @@ log = logging.getLogger("lipbench.render")
 
 MEL_STEP = 16  # mel frames per window (0.2 s)
 FACE = 96
-UNTRAINED_LABEL = "untrained weights"
+
 
 
 def mel_window_starts(n_frames: int, n_mel: int, fps: float, first: int = 0) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -22,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text_atomic
+from .jobs import model_seed
 from .model import FLOPS_PER_FRAME, Wav2Lip, fold_batchnorm
-from .records import machine, versions, write_record
+from .sysinfo import machine, versions
 
 log = logging.getLogger("lipbench.speedbench")
 
@@ -163,9 +165,9 @@ def end_to_end(
 ) -> dict[str, float]:
     """WAV → MP4, sequential, in this process: mel, face (cached), render, encode, mux."""
     from . import audio
+    from .chunk import render_chunk
     from .face import detect_faces, load_avatar
-    from .pipeline import model_seed
-    from .pool import render_chunk
+    from .plan import frame_count
     from .render import JobInputs, Renderer
     from .video import EncoderSettings, mux_audio
     from .weights import load_generator
@@ -183,12 +185,13 @@ def end_to_end(
     t0 = time.perf_counter()
     boxes = detect_faces(av, f["detector"], tuple(f["pads"]), f["smooth_frames"], f["cache_dir"])
     samples = audio.read_wav(wav)
-    n = max(1, round(len(samples) / audio.SAMPLE_RATE * cfg["fps"]))
+    n = frame_count(len(samples), float(cfg["fps"]))
     job = JobInputs(
         audio.melspectrogram(samples), n, float(cfg["fps"]), av, boxes, meta={"key": str(out)}
     )
     video_only = out.with_name(out.stem + ".video.mp4")
-    render_chunk(renderer, job, 0, n, video_only, EncoderSettings.from_config(cfg))
+    identity = dict(chunk=0, model="gan", replica=0, threads=threads, device="cpu")
+    render_chunk(renderer, job, 0, n, video_only, EncoderSettings.from_config(cfg), identity)
     mux_audio(video_only, wav, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
     wall = time.perf_counter() - t0
     video_only.unlink(missing_ok=True)
@@ -215,11 +218,11 @@ def memory_check(
     for d in durations:
         with Workbench(cfg) as wb:  # a fresh replica per length: its peak is this job's
             rec = wb.generate(
-                out_dir / f"memory_{d:g}s",
+                out_dir / f"memory_{d:g}s" / "result.mp4",
                 audio=speech[d].wav,
                 strategy="sequential",
                 progress=False,
-            )
+            ).to_dict()
         peak = rec["chunks"][0]["peak_rss_mb"]
         rows.append(
             {
@@ -258,7 +261,6 @@ def main(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     print(f"conv 3×3 256→256 fp32 (torch's conv kernels): {cgflops:.1f} GFLOP/s → ceiling {conv_ceiling:.2f} frames/s, "
           f"{conv_ceiling_static:.2f} with face features once")  # fmt: skip
 
-    from .pipeline import model_seed
     from .tuning import calibrate_batch
     from .weights import load_generator
 
@@ -337,8 +339,12 @@ def main(args: argparse.Namespace, cfg: dict[str, Any]) -> int:
     csv = out_dir / "speed.csv"
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
-    write_record(out_dir / "speed.json", {"suite": "speed", "gflops": gflops, "floor_fps": floor, "floor_static_fps": floor_static,
+    write_json(out_dir / "speed.json", {"suite": "speed", "gflops": gflops, "floor_fps": floor, "floor_static_fps": floor_static,
                                           "conv_gflops": cgflops, "conv_ceiling_fps": conv_ceiling, "conv_ceiling_static_fps": conv_ceiling_static,
                                           "rows": rows, "speedup_default_vs_plain": ratio, "machine": machine(), "versions": versions()})  # fmt: skip
     print(f"\nwrote {csv} and {out_dir / 'speed.json'}")
     return 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .atomic import write_text_atomic
-from .records import machine
+from .sysinfo import machine
 
 log = logging.getLogger("lipbench.tuning")
 

@@ -151,18 +151,65 @@ def mux_audio(video: str | os.PathLike, audio: str | os.PathLike, out: str | os.
 
 
 def merge_chunks(chunks: list[Path], audio: str | os.PathLike, out: str | os.PathLike,
-                 ffmpeg: str = "auto", bitrate: str = "128k") -> Path:  # fmt: skip
-    """Chunk videos → one MP4: concat (stream copy), then the whole audio muxed once.
-    A single chunk is muxed directly."""
+                 ffmpeg: str = "auto", bitrate: str = "128k",
+                 expect_frames: int | None = None, fps: float | None = None) -> Path:  # fmt: skip
+    """Chunk videos → one MP4: concat (stream copy), then the whole audio muxed once. A
+    single chunk is muxed directly. With ``expect_frames`` the result is verified (see
+    ``verify_result``) before it appears under its name; a bad one is removed."""
     out = Path(out)
-    if len(chunks) == 1:
-        return mux_audio(chunks[0], audio, out, ffmpeg, bitrate)
+    staged = out.with_name(f".{out.stem}.unverified.mp4")
     merged = out.with_name(f".{out.stem}.video.mp4")
     try:
-        concat_videos(chunks, merged, ffmpeg)
-        return mux_audio(merged, audio, out, ffmpeg, bitrate)
+        if len(chunks) == 1:
+            mux_audio(chunks[0], audio, staged, ffmpeg, bitrate)
+        else:
+            concat_videos(chunks, merged, ffmpeg)
+            mux_audio(merged, audio, staged, ffmpeg, bitrate)
+        if expect_frames is not None:
+            verify_result(staged, expect_frames, fps or 25.0, audio_seconds(audio), ffmpeg)
+        os.replace(staged, out)
     finally:
         merged.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    return out
+
+
+def audio_seconds(wav: str | os.PathLike) -> float:
+    import soundfile as sf
+
+    return float(sf.info(str(wav)).duration)
+
+
+def stream_seconds(path: str | os.PathLike, stream: str, ffmpeg: str = "auto") -> float:
+    """Duration of a file's first video ("v") or audio ("a") stream, by reading its packets."""
+    proc = subprocess.run(
+        [ffmpeg_exe(ffmpeg), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream}:0",
+         "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    times = re.findall(r"time=(\d+):(\d+):(\d+(?:\.\d+)?)", proc.stderr)
+    if proc.returncode != 0 or not times:
+        raise explain_failure(proc.stderr, f"reading the {stream} stream of {path}")
+    h, m, sec = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def verify_result(path: str | os.PathLike, frames: int, fps: float, audio_s: float,
+                  ffmpeg: str = "auto") -> None:  # fmt: skip
+    """A final MP4 must decode to exactly ``frames`` frames and carry audio as long as the
+    WAV it was made from (within one frame); otherwise MediaError and nothing is published."""
+    decoded, _ = count_frames(path)
+    if decoded != frames:
+        raise MediaError(
+            f"the merged video has {decoded} frames, the plan has {frames} (a chunk is truncated or missing)",
+            "re-render the chunks (the workflow: delete results/<job>/chunks and re-run)",
+        )
+    got_audio = stream_seconds(path, "a", ffmpeg)
+    if abs(got_audio - audio_s) > 1.0 / fps + 0.05:  # AAC frames are 64 ms at 16 kHz
+        raise MediaError(
+            f"the merged video's audio lasts {got_audio:.3f} s, the WAV {audio_s:.3f} s",
+            "re-run the convert step for this audio",
+        )
 
 
 @dataclass

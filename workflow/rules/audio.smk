@@ -8,6 +8,7 @@ rule convert:
         res("{job}/audio.wav"),
     params:
         lipbench=LIPBENCH,
+        settings=settings("video"),
     conda:
         ENV
     log:
@@ -15,4 +16,4 @@ rule convert:
     benchmark:
         res("{job}/benchmarks/convert.tsv")
     shell:
-        "{params.lipbench} convert {input} {output} > {log} 2>&1"
+        "{params.lipbench} --config-json {params.settings:q} convert {input} {output} > {log} 2>&1"

@@ -1,22 +1,21 @@
-"""Shared helpers: the normalised job table, how to call the lipbench CLI, path helpers."""
+"""Tables and input functions only: the job table (resolved by lipbench.jobs), how rules call
+the lipbench CLI, path helpers. Nothing here writes a file or changes the environment."""
 
-import hashlib
 import json
-import os
 import re
 import shlex
-import shutil
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
+
+from lipbench import tts
+from lipbench.errors import LipbenchError
+from lipbench.jobs import resolve_job, uses_gpu
 
 REPO = Path(workflow.basedir)
 RESULTS = config["results_dir"]
-TTS_ENGINES = ("auto", "piper", "espeak", "gtts")
-HEADER = "# Written by the Snakefile: the validated config its rules pass to `lipbench --config`.\n"
 
 
 def res(path: str) -> str:
@@ -38,30 +37,25 @@ def avatar_path(avatar: str) -> str:
 
 
 def normalise_job(raw: dict) -> dict:
-    """One config job with every choice made explicit (engine, models, chunks, suffix)."""
-    strategy = raw["strategy"]
-    engine = raw["engine"] if raw["engine"] != "auto" else config["tts"]["engine"]
-    if engine not in TTS_ENGINES:
-        raise WorkflowError(
-            f"job {raw['id']}: unknown TTS engine {engine!r}; use one of {', '.join(TTS_ENGINES)}"
-        )
-    if strategy == "parallel":
-        models = raw.get("models") or config["parallel"]["models"]
-        chunks = raw.get("chunks")  # None: the config's plan policy decides
-    else:
-        models = (raw.get("models") or [config["sequential"]["model"]])[:1]
-        chunks = 1
+    """One config job with every choice made explicit, resolved by lipbench.jobs (the same
+    function the CLI, the pipeline, the bench and the server use)."""
+    try:
+        job = resolve_job(config, raw["strategy"], raw.get("models"), raw.get("chunks"))
+        engine = raw["engine"] if raw["engine"] != "auto" else config["tts"]["engine"]
+        suffix = tts.output_suffix(engine)
+    except LipbenchError as exc:
+        raise WorkflowError(f"job {raw['id']}: {exc}") from None
     return {
         "id": raw["id"],
         "text": raw["text"],
         "lang": raw["lang"],
         "engine": engine,
-        # gTTS returns MP3; the offline engines write WAV (lipbench.tts.output_suffix)
-        "suffix": ".mp3" if engine == "gtts" else ".wav",
+        "suffix": suffix,
         "avatar": avatar_path(raw["avatar"]),
-        "strategy": strategy,
-        "models": list(models),
-        "chunks": chunks,
+        "job": job,
+        "strategy": job.strategy,
+        "models": list(job.models),
+        "chunks": job.chunks,
     }
 
 
@@ -81,17 +75,8 @@ def id_regex(ids) -> str:
 
 
 def lipbench_command() -> str:
-    """How rules call the CLI: this interpreter when it has lipbench (a `make setup` venv,
-    activated or not), else `lipbench` from PATH."""
-    if find_spec("lipbench") is not None:
-        return f"{shlex.quote(sys.executable)} -m lipbench.cli"
-    exe = shutil.which("lipbench")
-    if exe is None:
-        raise WorkflowError(
-            "the lipbench package is not importable by this Snakemake and `lipbench` is not on "
-            "PATH; run `make setup` and use .venv/bin/snakemake (or activate that venv)"
-        )
-    return shlex.quote(exe)
+    """How rules call the CLI: the interpreter running this Snakemake (it imports lipbench)."""
+    return f"{shlex.quote(sys.executable)} -m lipbench.cli"
 
 
 def python_tool(module: str) -> str:
@@ -101,46 +86,18 @@ def python_tool(module: str) -> str:
     return module
 
 
-def effective_config_file() -> str:
-    """The validated config (defaults filled, relative input paths resolved, jobs left out:
-    rules pass each job's choices as flags) as a file for `lipbench --config`, named by its
-    content hash: never rewritten, so runs with different configs cannot disturb each other,
-    and cluster jobs that parse the workflow again find the very same file."""
-    body = {k: v for k, v in config.items() if k != "jobs"}
-    text = HEADER + yaml.safe_dump(body, sort_keys=True, allow_unicode=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = Path(res(f".workflow/config-{digest}.yaml")).resolve()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    return str(path)
-
-
 def settings(*keys: str) -> str:
-    """Config sections as one canonical string: used as `params`, so that Snakemake's params
-    rerun trigger re-runs exactly the steps whose settings changed."""
+    """Config sections as one canonical JSON string. A rule passes it as a param AND to the
+    CLI (`--config-json`), so Snakemake's params rerun trigger watches exactly the settings
+    the step sees: a changed setting re-runs just the steps that use it."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
-def uses_gpu() -> bool:
-    """Whether chunk jobs take a GPU: device cuda, or auto with an NVIDIA driver installed
-    (nvidia-smi on PATH; importing torch here would slow every parse of the workflow)."""
-    device = config["device"]
-    if device != "auto":
-        return device == "cuda"
-    return shutil.which("nvidia-smi") is not None
-
-
 def chunk_threads(wildcards) -> int:
-    """Torch threads per chunk job, as the replica pool chooses them (pipeline.default_threads):
-    parallel jobs split the cores between their models; Snakemake caps this at --cores."""
-    job = JOBS[wildcards.job]
-    cores = os.cpu_count() or 1
-    if job["strategy"] == "sequential":
-        return config["render"]["threads"] or cores
-    return config["parallel"]["threads_per_replica"] or max(1, cores // len(job["models"]))
+    """Torch threads per chunk job: what the replica pool would give the job's replicas
+    (lipbench.jobs); Snakemake caps it at --cores, Slurm gets it as --cpus-per-task."""
+    job = JOBS[wildcards.job]["job"]
+    return job.threads_per_replica(config, len(job.models))
 
 
 def plan_of(job: str) -> dict:
@@ -187,20 +144,13 @@ def avatar_input(wildcards) -> list[str]:
 config["weights"]["dir"] = repo_fallback(config["weights"]["dir"])
 config["face"]["avatar"] = avatar_path(config["face"]["avatar"])
 JOBS = job_table()
-# Every step runs `lipbench --config "$LIPBENCH_CONFIG"`. The file's name carries a hash, so
-# it stays out of params: a new name would re-run every step, while each step's `settings`
-# param re-runs just the steps whose settings changed.
-os.environ["LIPBENCH_CONFIG"] = effective_config_file()
-LIPBENCH = f'{lipbench_command()} --config "$LIPBENCH_CONFIG"'
+LIPBENCH = lipbench_command()
 PAPERMILL = python_tool("papermill")
 NBCONVERT = python_tool("nbconvert")
 # `--use-conda` runs each step in the project's own environment.yml (relative to this folder).
 ENV = "../../environment.yml"
-GPU = 1 if uses_gpu() else 0
-
-
-envvars:
-    "LIPBENCH_CONFIG",
+# GPUs are requested only when the config asks for CUDA; `auto` resolves on the node.
+GPU = 1 if uses_gpu(config) else 0
 
 
 wildcard_constraints:

@@ -39,6 +39,6 @@ rule infer_chunk:
     shell:
         # Temp files a killed attempt left behind (outputs are written atomically).
         "rm -f {params.chunk_dir}/.{wildcards.k}.*.part.* && "
-        "{params.lipbench} render-chunk --audio {input.audio} --plan {input.plan} --chunk {wildcards.k}"
+        "{params.lipbench} --config-json {params.settings:q} render-chunk --audio {input.audio} --plan {input.plan} --chunk {wildcards.k}"
         " --model {params.model} --avatar {params.avatar:q} --threads {threads}"
         " --out {output.video} > {log} 2>&1"

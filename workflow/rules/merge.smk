@@ -19,14 +19,13 @@ rule merge:
     params:
         lipbench=LIPBENCH,
         strategy=lambda wc: JOBS[wc.job]["strategy"],
-        bench_dir=lambda wc, input: str(Path(input.stage_bench[0]).parent),
-        settings=settings("video"),
+        settings=settings("video", "weights"),
     conda:
         ENV
     log:
         res("{job}/logs/merge.log"),
     shell:
-        "{params.lipbench} merge --plan {input.plan} --audio {input.audio} --speech {input.speech}"
+        "{params.lipbench} --config-json {params.settings:q} merge --plan {input.plan} --audio {input.audio} --speech {input.speech}"
         " --tts-info {input.tts_info} --out {output.video} --record {output.record}"
-        " --benchmarks {params.bench_dir} --strategy {params.strategy} {input.chunks}"
+        " --benchmarks {input.stage_bench} {input.chunk_bench} --strategy {params.strategy} --chunks {input.chunks}"
         " > {log} 2>&1"

@@ -12,9 +12,7 @@ checkpoint plan:
         strategy=lambda wc: JOBS[wc.job]["strategy"],
         models=lambda wc: ",".join(JOBS[wc.job]["models"]),
         chunks=lambda wc: f"--chunks {JOBS[wc.job]['chunks']}" if JOBS[wc.job]["chunks"] else "",
-        settings=settings("plan", "fps"),
-        chunk_dir=lambda wc: res(f"{wc.job}/chunks"),
-        bench_dir=lambda wc: res(f"{wc.job}/benchmarks"),
+        settings=settings("plan", "fps", "weights", "sequential", "parallel"),
     conda:
         ENV
     log:
@@ -22,8 +20,7 @@ checkpoint plan:
     benchmark:
         res("{job}/benchmarks/plan.tsv")
     shell:
-        # A new plan invalidates every chunk: drop the old ones, so a plan with fewer chunks
-        # leaves no stale chunk files (or their benchmarks) behind.
-        "rm -rf {params.chunk_dir} {params.bench_dir}/infer_chunk_*.tsv && "
-        "{params.lipbench} plan {input} --strategy {params.strategy} --models {params.models}"
+        # A new plan makes every chunk out of date (Snakemake re-renders them); chunk files
+        # beyond a smaller plan's count are simply never read again.
+        "{params.lipbench} --config-json {params.settings:q} plan {input} --strategy {params.strategy} --models {params.models}"
         " {params.chunks} --out {output.plan} > {log} 2>&1"

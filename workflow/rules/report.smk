@@ -12,15 +12,19 @@ rule sweep:
     output:
         csv=res("bench/sweep.csv"),
         notebook=res("report/sweep.ipynb"),
+        config=res("bench/sweep_config.json"),
     params:
         papermill=PAPERMILL,
+        # The whole validated config but the jobs (JSON is YAML: `lipbench --config` reads it).
+        config=json.dumps({k: v for k, v in config.items() if k != "jobs"}, sort_keys=True),
     conda:
         ENV
     log:
         res("logs/sweep.log"),
     shell:
+        "printf '%s\\n' {params.config:q} > {output.config} && "
         "{params.papermill} {input.notebook:q} {output.notebook} --no-progress-bar"
-        ' -p out_csv {output.csv} -p config_path "$LIPBENCH_CONFIG" > {log} 2>&1'
+        " -p out_csv {output.csv} -p config_path {output.config} > {log} 2>&1"
 
 
 rule report:

@@ -10,6 +10,7 @@ rule tts:
         job=id_regex(j for j, job in JOBS.items() if job["suffix"] == ".wav"),
     params:
         lipbench=LIPBENCH,
+        settings=settings("text", "tts"),
         text=lambda wc: JOBS[wc.job]["text"],
         lang=lambda wc: JOBS[wc.job]["lang"],
         engine=lambda wc: JOBS[wc.job]["engine"],
@@ -20,7 +21,7 @@ rule tts:
     benchmark:
         res("{job}/benchmarks/tts.tsv")
     shell:
-        "{params.lipbench} tts --text {params.text:q} --lang {params.lang:q} --engine {params.engine}"
+        "{params.lipbench} --config-json {params.settings:q} tts --text {params.text:q} --lang {params.lang:q} --engine {params.engine}"
         " --out {output.speech} > {output.info} 2> {log}"
 
 

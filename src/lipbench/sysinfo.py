@@ -1,41 +1,15 @@
-"""The run record (run.json): what a run did, how long each stage took, with what."""
+"""Machine and library facts recorded with every run and every benchmark figure."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-import time
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
-
-from .atomic import write_text_atomic
-
-RECORD_VERSION = 1
-
-
-class StageTimer:
-    """Wall time of named stages, in the order they ran."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-        self.t0 = time.perf_counter()
-
-    @contextmanager
-    def stage(self, name: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t, 4)
-
-    def total(self) -> float:
-        return round(time.perf_counter() - self.t0, 4)
 
 
 def versions() -> dict[str, str]:
@@ -78,18 +52,3 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
     }
-
-
-def write_record(path: str | Path, record: dict[str, Any]) -> Path:
-    record = {"record_version": RECORD_VERSION, **record}
-    return write_text_atomic(
-        path, json.dumps(record, indent=2, ensure_ascii=False, default=_default) + "\n"
-    )
-
-
-def _default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,0 +1,232 @@
+"""One chunk: load a renderer, render a frame range of a job into a video-only file with its
+stats. The replica pool, the speed suite and the workflow's `render-chunk` step all render
+through ``render_chunk``; ``render_plan_chunk`` is the workflow's unit of work, callable
+from Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path, write_text_atomic
+from .errors import LipbenchError
+from .jobs import frame_label, model_seed
+from .metrics import UsageSampler, mean_abs_diff
+from .record import ChunkRow, ReplicaRow, StageTimer, WeightsRow
+from .video import EncoderSettings, FrameWriter
+
+Edges = dict[str, Any]  # {"first": frame, "last": frame, "steps": [mean |Δ| per step]}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. /proc's VmHWM belongs to the current address space;
+    getrusage's ru_maxrss survives exec, so a spawned replica would inherit its parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaSpec:
+    """How to build one replica: which checkpoint, threads, device, render options."""
+
+    model: str  # checkpoint name: gan, nogan, ...
+    threads: int
+    device: str
+    weights_dir: str
+    weights_files: dict[str, str]
+    seed: int
+    render_options: Any  # render.RenderOptions
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], model: str, threads: int, device: str) -> ReplicaSpec:
+        from .render import RenderOptions
+
+        w = cfg["weights"]
+        return cls(model, threads, device, w["dir"], dict(w["files"]),
+                   model_seed(cfg["seed"], model), RenderOptions.from_config(cfg))  # fmt: skip
+
+
+@dataclasses.dataclass
+class LoadedRenderer:
+    renderer: Any  # render.Renderer
+    weights: WeightsRow
+    load_s: float
+
+    def replica_row(self, replica: int, spec: ReplicaSpec) -> ReplicaRow:
+        return ReplicaRow(
+            replica=replica, model=spec.model, threads=spec.threads, device=spec.device,
+            pid=os.getpid(), load_s=round(self.load_s, 4), weights=self.weights,
+            batch_size=int(self.renderer.options.batch_size),
+            calibration=self.renderer.calibration,
+        )  # fmt: skip
+
+
+def load_renderer(spec: ReplicaSpec) -> LoadedRenderer:
+    """Set torch's threads, load the checkpoint (or its seeded fallback), build a Renderer."""
+    import torch
+
+    from .render import Renderer
+    from .weights import load_generator
+
+    torch.set_num_threads(spec.threads)
+    t0 = time.perf_counter()
+    model, info = load_generator(
+        spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device
+    )
+    renderer = Renderer(model, spec.device, dataclasses.replace(spec.render_options))
+    del model  # the renderer holds its own (BN-folded) copy; don't keep two in memory
+    return LoadedRenderer(renderer, WeightsRow(**info.to_dict()), time.perf_counter() - t0)
+
+
+def render_chunk(
+    renderer: Any,
+    job: Any,  # render.JobInputs
+    start: int,
+    end: int,
+    out_path: str | Path,
+    encoder: EncoderSettings,
+    identity: dict[str, Any],
+    tick: Callable[[int], None] | None = None,
+) -> tuple[ChunkRow, Edges]:
+    """Render frames [start, end) of ``job`` into a video-only file (atomically). Returns the
+    chunk's row (``identity`` gives chunk, model, replica, threads, device) and its edge
+    frames + consecutive-frame steps for the seam metric."""
+    started = time.time()
+    first = prev = None
+    steps: list[float] = []
+    render_s = 0.0
+    w, h = job.avatar.size
+    t = time.perf_counter()
+    with FrameWriter(out_path, w, h, encoder) as writer:
+        for frame in renderer.render(job, start, end):
+            render_s += time.perf_counter() - t
+            writer.write(frame)
+            if first is None:
+                first = frame.copy()
+            if prev is not None:
+                steps.append(mean_abs_diff(prev, frame))
+            prev = frame
+            if tick and writer.frames_written % 8 == 0:
+                tick(8)
+            t = time.perf_counter()
+    ended = time.time()
+    n = end - start
+    row = ChunkRow(
+        **identity, pid=os.getpid(), attempts=1, frame_start=start, frame_end=end, frames=n,
+        start_ts=started, end_ts=ended, start_offset_s=0.0, end_offset_s=0.0,
+        wall_s=round(ended - started, 4), render_s=round(render_s, 4),
+        encode_s=round(ended - started - render_s, 4),
+        fps=round(n / max(ended - started, 1e-9), 3), peak_rss_mb=peak_rss_mb(),
+    )  # fmt: skip
+    if str(identity.get("device", "")).startswith("cuda"):
+        import torch
+
+        row.gpu_max_mem_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row, {"first": np.asarray(first), "last": np.asarray(prev), "steps": steps}
+
+
+# --- the workflow's unit of work: one chunk of a plan in its own process -------------------
+
+
+def sidecar_paths(video: str | Path) -> tuple[Path, Path]:
+    """Where a workflow chunk's stats (.json) and edge frames (.npz) live: beside it."""
+    v = Path(video)
+    return v.with_suffix(".json"), v.with_suffix(".npz")
+
+
+def render_plan_chunk(
+    cfg: dict[str, Any],
+    audio: str | Path,
+    plan_path: str | Path,
+    index: int,
+    out: str | Path,
+    model: str | None = None,
+    avatar: str | None = None,
+    threads: int | None = None,
+) -> ChunkRow:
+    """Render chunk ``index`` of a plan from the FULL-file mel, write the video-only chunk
+    and its sidecars (stats with the replica's facts and CPU samples; edge frames)."""
+    from .config import resolve_device
+    from .jobs import threads_per_replica
+    from .pipeline import build_inputs
+    from .plan import Plan
+
+    plan = Plan.load(plan_path)
+    if not 0 <= index < plan.n_chunks:
+        raise LipbenchError(
+            f"chunk {index} not in the plan (it has {plan.n_chunks})", "pick 0 … n_chunks-1"
+        )
+    chunk = plan.chunks[index]
+    device = resolve_device(cfg)
+    spec = ReplicaSpec.from_config(
+        cfg, model or chunk.model, threads or threads_per_replica(1, cfg), device
+    )
+    loaded = load_renderer(spec)
+    timer = StageTimer()
+    job, _ = build_inputs(cfg, Path(audio), avatar, timer, str(Path(plan_path).resolve()))
+    job.label = frame_label(loaded.weights.trained, cfg)
+    if job.n_frames != plan.n_frames:
+        raise LipbenchError(
+            f"plan {plan_path} has {plan.n_frames} frames but {audio} gives {job.n_frames}",
+            "re-run the plan step for this audio",
+        )
+    identity = dict(chunk=index, model=spec.model, replica=index, threads=spec.threads, device=device)  # fmt: skip
+    usage_t0 = time.time()
+    with UsageSampler(pids=[os.getpid()]) as usage:
+        row, edges = render_chunk(
+            loaded.renderer, job, chunk.frame_start, chunk.frame_end, out,
+            EncoderSettings.from_config(cfg), identity,
+        )  # fmt: skip
+    stats_path, edges_path = sidecar_paths(out)
+    with atomic_path(edges_path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, first=edges["first"], last=edges["last"], steps=np.asarray(edges["steps"])
+        )
+    sidecar = {
+        "row": row.to_dict(),
+        "replica": loaded.replica_row(index, spec).to_dict(),
+        "detect_s": timer.stages.get("detect", 0.0),
+        "render_options": dataclasses.asdict(loaded.renderer.options),
+        "usage": {"t0": usage_t0, **usage.summary()},
+    }
+    write_text_atomic(stats_path, json.dumps(sidecar, indent=2) + "\n")
+    return row
+
+
+@dataclasses.dataclass
+class ChunkSidecar:
+    row: ChunkRow
+    replica: ReplicaRow
+    detect_s: float
+    render_options: dict[str, Any]
+    usage: dict[str, Any]
+    edges: Edges
+
+
+def load_sidecar(video: str | Path) -> ChunkSidecar:
+    stats_path, edges_path = sidecar_paths(video)
+    data = json.loads(stats_path.read_text(encoding="utf-8"))
+    z = np.load(edges_path)
+    return ChunkSidecar(
+        row=ChunkRow.from_dict(data["row"]),
+        replica=ReplicaRow.from_dict(data["replica"]),
+        detect_s=data["detect_s"],
+        render_options=data["render_options"],
+        usage=data["usage"],
+        edges={"first": z["first"], "last": z["last"], "steps": list(z["steps"])},
+    )

@@ -1,0 +1,298 @@
+"""The run record (run.json), typed: what a run did, how long each stage took, with what.
+
+``build_record`` is the ONE function that makes a record, for the replica-pool path
+(`pipeline.Workbench`) and the workflow path (`stitch.merge_job`) alike; readers use
+``RunRecord.from_dict`` instead of ``dict.get``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_text_atomic
+from .jobs import UNTRAINED_NOTE
+from .metrics import seam_scores
+from .sysinfo import machine, versions
+
+RECORD_VERSION = 2
+
+
+class StageTimer:
+    """Wall time of named stages, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t, 4)
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.t0, 4)
+
+
+class _Typed:
+    """to_dict/from_dict for the record's dataclasses (nested ones named in ``_nested``)."""
+
+    _nested: dict[str, type] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        for k, v in data.items():
+            if k not in names:
+                continue
+            sub = cls._nested.get(k)
+            if sub is not None and v is not None:
+                if isinstance(v, list):
+                    v = [sub.from_dict(x) for x in v]  # type: ignore[attr-defined]
+                elif isinstance(v, dict) and k == "weights" and cls is RunRecord:
+                    v = {m: sub.from_dict(w) for m, w in v.items()}  # type: ignore[attr-defined]
+                else:
+                    v = sub.from_dict(v)  # type: ignore[attr-defined]
+            kwargs[k] = v
+        return cls(**kwargs)
+
+
+@dataclass
+class WeightsRow(_Typed):
+    name: str
+    path: str | None
+    source: str  # "file" | "seeded-random"
+    sha256: str | None
+    seed: int | None
+    trained: bool
+
+
+@dataclass
+class ChunkRow(_Typed):
+    """One chunk as rendered: which replica, which frames, when (epoch seconds and offsets
+    from the first chunk's start), how fast."""
+
+    chunk: int
+    model: str
+    replica: int  # pool: the replica's index; workflow: the chunk job's (= chunk index)
+    pid: int
+    threads: int
+    device: str
+    attempts: int
+    frame_start: int
+    frame_end: int
+    frames: int
+    start_ts: float
+    end_ts: float
+    start_offset_s: float
+    end_offset_s: float
+    wall_s: float
+    render_s: float
+    encode_s: float
+    fps: float
+    peak_rss_mb: float
+    gpu_max_mem_mb: float | None = None
+
+
+@dataclass
+class ReplicaRow(_Typed):
+    replica: int
+    model: str
+    threads: int
+    device: str
+    pid: int
+    load_s: float
+    weights: WeightsRow
+    batch_size: int
+    calibration: dict[str, Any] | None
+    peak_rss_mb: float | None = None
+    _nested = {"weights": WeightsRow}
+
+
+@dataclass
+class Timings(_Typed):
+    """Seconds per stage. ``infer`` runs from the first chunk's start to the last chunk's
+    end; ``total`` is the job's wall time (workflow: the sum of its stages)."""
+
+    tts: float
+    convert: float
+    detect: float
+    split: float
+    infer: float
+    merge: float
+    total: float
+
+
+@dataclass
+class ModelLoad(_Typed):
+    """Checkpoint loading: once per pool (pool path) or once per chunk job (workflow)."""
+
+    per_job: bool
+    load_s: list[float]  # per replica (pool) or per chunk job (workflow)
+    note: str
+    pool_start_s: float | None = None  # pool: starting all replicas (not in timings.total)
+    waited_s: float | None = None  # pool: how long this job waited for them
+    per_chunk_job_s: list[float] | None = None  # workflow: each chunk job's whole wall time
+    per_chunk_overhead_s: list[float] | None = None  # ... minus its render time
+
+
+@dataclass
+class Outputs(_Typed):
+    video: str
+    record: str
+    audio: str
+    speech: str | None
+    plan: str
+
+
+@dataclass
+class TTSInfo(_Typed):
+    engine: str
+    lang: str
+    sample_rate: int
+    chars: int
+
+
+@dataclass
+class RunRecord(_Typed):
+    record_version: int
+    engine: str  # "pool" | "snakemake"
+    strategy: str
+    models: list[str]
+    weights: dict[str, WeightsRow]
+    weights_trained: bool
+    weights_note: str | None
+    label: str | None
+    timings: Timings
+    plan: dict[str, Any]
+    chunks: list[ChunkRow]
+    seams: list[dict[str, Any]]
+    frames: int
+    fps: float
+    audio_duration_s: float
+    render_fps: float | None
+    replicas: list[ReplicaRow]
+    device: str
+    threads_per_replica: int
+    one_chunk_on_full_replica: bool
+    outputs: Outputs
+    model_load: ModelLoad
+    cpu: dict[str, Any]
+    restarts: int
+    tts: TTSInfo | None
+    render_options: dict[str, Any]
+    snakemake_benchmarks: dict[str, float]
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    created: str
+    _nested = {
+        "weights": WeightsRow,
+        "timings": Timings,
+        "chunks": ChunkRow,
+        "replicas": ReplicaRow,
+        "outputs": Outputs,
+        "model_load": ModelLoad,
+        "tts": TTSInfo,
+    }
+
+    def write(self, path: str | Path) -> Path:
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=_default)
+        return write_text_atomic(path, text + "\n")
+
+
+def read_record(path: str | Path) -> RunRecord:
+    return RunRecord.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def build_record(
+    *,
+    engine: str,
+    strategy: str,
+    plan: Any,  # plan.Plan
+    chunks: list[ChunkRow],
+    edges: list[dict[str, Any]],
+    replicas: list[ReplicaRow],
+    timings: Timings,
+    outputs: Outputs,
+    model_load: ModelLoad,
+    cpu: dict[str, Any],
+    label: str | None,
+    tts: TTSInfo | None,
+    render_options: dict[str, Any],
+    one_chunk_on_full_replica: bool,
+    snakemake_benchmarks: dict[str, float] | None = None,
+) -> RunRecord:
+    """The run record of either path; chunk offsets are filled from the first start."""
+    t0 = min(c.start_ts for c in chunks)
+    for c in chunks:
+        c.start_offset_s = round(c.start_ts - t0, 4)
+        c.end_offset_s = round(c.end_ts - t0, 4)
+    for r in replicas:
+        mine = [c.peak_rss_mb for c in chunks if c.replica == r.replica]
+        r.peak_rss_mb = max(mine, default=r.peak_rss_mb)
+    weights: dict[str, WeightsRow] = {}
+    for r in replicas:
+        weights.setdefault(r.model, r.weights)
+    trained = all(w.trained for w in weights.values())
+    order = [c.model for c in plan.chunks]
+    return RunRecord(
+        record_version=RECORD_VERSION,
+        engine=engine,
+        strategy=strategy,
+        models=sorted(set(order), key=order.index),
+        weights=weights,
+        weights_trained=trained,
+        weights_note=None if trained else UNTRAINED_NOTE,
+        label=label,
+        timings=timings,
+        plan=plan.to_dict(),
+        chunks=sorted(chunks, key=lambda c: c.chunk),
+        seams=seam_scores(edges),
+        frames=plan.n_frames,
+        fps=plan.fps,
+        audio_duration_s=plan.duration_s,
+        render_fps=round(plan.n_frames / timings.infer, 3) if timings.infer else None,
+        replicas=replicas,
+        device=replicas[0].device,
+        threads_per_replica=replicas[0].threads,
+        one_chunk_on_full_replica=one_chunk_on_full_replica,
+        outputs=outputs,
+        model_load=model_load,
+        cpu=cpu,
+        restarts=sum(c.attempts - 1 for c in chunks),
+        tts=tts,
+        render_options=render_options,
+        snakemake_benchmarks=snakemake_benchmarks or {},
+        machine=machine(),
+        versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def shape_of(value: Any) -> Any:
+    """Keys and leaf types of a record's dict, for the parity test (None matches any type)."""
+    if isinstance(value, dict):
+        return {k: shape_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape_of(value[0])] if value else []
+    return None if value is None else type(value).__name__

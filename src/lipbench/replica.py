@@ -1,0 +1,110 @@
+"""A replica process: loads one checkpoint once, then renders chunk tasks until told to stop.
+Also the typed messages it exchanges with its pool (`lipbench.pool`).
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import LipbenchError
+
+# --- parent → replica ---------------------------------------------------------------------
+
+
+@dataclass
+class ChunkTask:
+    task_id: int
+    job: Any  # render.JobInputs
+    start: int
+    end: int
+    out_path: str
+    encoder: Any  # video.EncoderSettings
+    chunk_index: int = 0
+
+
+# --- replica → parent ---------------------------------------------------------------------
+
+
+@dataclass
+class Ready:
+    replica: int
+    row: Any  # record.ReplicaRow
+
+
+@dataclass
+class Failed:  # could not start (bad checkpoint, bad options)
+    replica: int
+    text: str
+
+
+@dataclass
+class Started:
+    replica: int
+    task_id: int
+
+
+@dataclass
+class Progress:
+    replica: int
+    task_id: int
+    frames: int
+
+
+@dataclass
+class Done:
+    replica: int
+    task_id: int
+    row: Any  # record.ChunkRow
+    edges: dict[str, Any]
+
+
+@dataclass
+class Error:  # the chunk failed inside a live replica
+    replica: int
+    task_id: int
+    text: str
+
+
+Message = Ready | Failed | Started | Progress | Done | Error
+
+
+def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any) -> None:
+    """Worker process: load the checkpoint once, then render tasks until a ``None`` task."""
+    # Ctrl-C reaches the whole process group: the parent decides, the replica just stops
+    # when told (or is killed), so no traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .chunk import load_renderer, render_chunk
+
+    try:
+        loaded = load_renderer(spec)
+    except LipbenchError as exc:
+        results.send(Failed(replica_id, str(exc)))
+        return
+    except Exception:  # noqa: BLE001 - report any start-up failure to the parent
+        results.send(Failed(replica_id, traceback.format_exc(limit=3)))
+        return
+    results.send(Ready(replica_id, loaded.replica_row(replica_id, spec)))
+
+    identity = dict(model=spec.model, replica=replica_id, threads=spec.threads, device=spec.device)  # fmt: skip
+    while True:
+        task: ChunkTask | None = tasks.get()
+        if task is None:
+            return
+        try:
+            results.send(Started(replica_id, task.task_id))
+
+            def tick(n: int, tid: int = task.task_id) -> None:
+                results.send(Progress(replica_id, tid, n))
+
+            row, edges = render_chunk(
+                loaded.renderer, task.job, task.start, task.end, task.out_path, task.encoder,
+                {**identity, "chunk": task.chunk_index}, tick,
+            )  # fmt: skip
+            results.send(Done(replica_id, task.task_id, row, edges))
+        except LipbenchError as exc:
+            results.send(Error(replica_id, task.task_id, str(exc)))
+        except Exception:  # noqa: BLE001 - the parent turns this into a clear chunk error
+            results.send(Error(replica_id, task.task_id, traceback.format_exc(limit=4)))
