@@ -62,3 +62,12 @@ def speech_wav(session_dir) -> Path:
 def make_config():
     """Factory: ``make_config(root, **overrides)`` → a validated config rooted at ``root``."""
     return make_cfg
+
+
+@pytest.fixture(scope="session")
+def workbench(session_dir):
+    """One warm Workbench for the whole session (its pools start once)."""
+    from lipbench.pipeline import Workbench
+
+    with Workbench(make_cfg(session_dir / "wb")) as wb:
+        yield wb

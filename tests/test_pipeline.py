@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +10,9 @@ import torch
 
 from lipbench import audio, video
 from lipbench.face import detect_faces, load_avatar
+from lipbench.jobs import model_seed
 from lipbench.metrics import max_abs_diff, psnr
-from lipbench.pipeline import Workbench, model_seed
 from lipbench.plan import make_plan
-from lipbench.pool import ChunkFailed
 from lipbench.render import JobInputs, Renderer, RenderOptions
 from lipbench.weights import load_generator
 
@@ -79,24 +75,19 @@ def test_speed_options_are_exact(job, sequential_frames):
     assert worst <= 1
 
 
-@pytest.fixture(scope="module")
-def workbench(session_dir, make_config):
-    cfg = make_config(session_dir / "wb")
-    with Workbench(cfg) as wb:
-        yield wb
-
-
 def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
     out = session_dir / "e2e"
-    seq = workbench.generate(out / "seq", audio=speech_wav, strategy="sequential", progress=False)
+    seq = workbench.generate(
+        out / "seq" / "result.mp4", audio=speech_wav, strategy="sequential", progress=False
+    ).to_dict()
     par = workbench.generate(
-        out / "par",
+        out / "par" / "result.mp4",
         audio=speech_wav,
         strategy="parallel",
         models=["gan", "gan"],
         chunks=2,
         progress=False,
-    )
+    ).to_dict()
     dur = audio.duration_s(speech_wav)
     for rec, d in ((seq, out / "seq"), (par, out / "par")):
         mp4 = d / "result.mp4"
@@ -106,7 +97,7 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
         assert info.has_audio and info.has_video
         assert abs(n / 25 - dur) <= 1 / 25
         assert abs(info.duration_s - dur) <= 0.1  # container duration incl. AAC padding
-        on_disk = json.loads((d / "run.json").read_text())
+        on_disk = json.loads((d / "result.run.json").read_text())
         for key in (
             "timings",
             "plan",
@@ -122,7 +113,12 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
         assert on_disk["weights_trained"] is False
         assert on_disk["weights"]["gan"]["source"] == "seeded-random"
         assert "UNTRAINED" in on_disk["weights_note"]
-        assert not (d / "chunks").exists()  # temp chunks removed
+        assert not (d / "result.files" / "chunks").exists()  # temp chunks removed
+        assert sorted(x.name for x in d.iterdir()) == [
+            "result.files",
+            "result.mp4",
+            "result.run.json",
+        ]
     assert seq["plan"]["n_chunks"] == 1 and par["plan"]["n_chunks"] == 2
     assert par["one_chunk_on_full_replica"] is False
     assert {c["replica"] for c in par["chunks"]} == {0, 1}
@@ -134,79 +130,17 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
 
 def test_gan_nogan_seam_metric(workbench, speech_wav, session_dir):
     rec = workbench.generate(
-        session_dir / "mix",
+        session_dir / "mix" / "result.mp4",
         audio=speech_wav,
         strategy="parallel",
         models=["gan", "nogan"],
         chunks=2,
         progress=False,
-    )
+    ).to_dict()
     assert [c["model"] for c in rec["chunks"]] == ["gan", "nogan"]
     (seam,) = rec["seams"]
     assert np.isfinite(seam["ratio"]) and seam["ratio"] > 0
     assert rec["weights"]["gan"]["seed"] != rec["weights"]["nogan"]["seed"]
-
-
-def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir):
-    pool = workbench.pool(["gan", "gan"])
-    killed: list[int] = []
-
-    def kill_first(kind: str, data: dict) -> None:
-        if kind == "started" and data["chunk"] == 1 and not killed:
-            killed.append(data["pid"])
-            os.kill(data["pid"], signal.SIGKILL)
-
-    pool.on_event = kill_first
-    try:
-        rec = workbench.generate(
-            session_dir / "retry",
-            audio=speech_wav,
-            strategy="parallel",
-            models=["gan", "gan"],
-            chunks=2,
-            progress=False,
-        )
-    finally:
-        pool.on_event = None
-    assert killed and rec["restarts"] >= 1
-    assert (session_dir / "retry" / "result.mp4").exists()
-    assert rec["chunks"][1]["attempts"] == 2
-
-
-def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
-    pool = workbench.pool(["gan", "gan"])
-
-    def always_kill(kind: str, data: dict) -> None:
-        if kind == "started" and data["chunk"] == 0:
-            os.kill(data["pid"], signal.SIGKILL)
-
-    pool.on_event = always_kill
-    out = session_dir / "doomed"
-    try:
-        with pytest.raises(ChunkFailed, match="chunk 0"):
-            workbench.generate(
-                out,
-                audio=speech_wav,
-                strategy="parallel",
-                models=["gan", "gan"],
-                chunks=2,
-                progress=False,
-            )
-    finally:
-        pool.on_event = None
-    assert not (out / "result.mp4").exists()
-    assert not (out / "chunks").exists()
-    assert not list(Path(out).glob("**/*.part*"))
-    # the pool still works afterwards
-    rec = workbench.generate(
-        session_dir / "after",
-        audio=speech_wav,
-        strategy="parallel",
-        models=["gan", "gan"],
-        chunks=2,
-        progress=False,
-    )
-    assert rec["frames"] > 0
 
 
 def test_warm_renderer_switches_jobs_cleanly(job, cfg):
@@ -231,12 +165,12 @@ def test_parallel_with_one_chunk_uses_a_full_replica(workbench, speech_wav, sess
     """A parallel job the planner keeps in one chunk (short audio) is not starved onto a
     replica with half the cores: it runs on one replica holding all of them."""
     rec = workbench.generate(
-        session_dir / "one",
+        session_dir / "one" / "result.mp4",
         audio=speech_wav,
         strategy="parallel",
         models=["gan", "nogan"],
         progress=False,
-    )
+    ).to_dict()
     assert rec["plan"]["n_chunks"] == 1  # ~2.5 s < 10 s → the seed's rule says sequential
     assert rec["one_chunk_on_full_replica"] is True
     assert rec["threads_per_replica"] == workbench.pool(["gan"]).specs[0].threads

@@ -1,0 +1,74 @@
+"""The replica pool: a replica killed mid-chunk is retried once on a fresh replica; a second
+death fails the job cleanly, and the pool is whole again for the next job."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from lipbench.pool import ChunkFailed
+
+
+def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir):
+    pool = workbench.pool(["gan", "gan"])
+    killed: list[int] = []
+
+    def kill_first(kind: str, data: dict) -> None:
+        if kind == "started" and data["chunk"] == 1 and not killed:
+            killed.append(data["pid"])
+            os.kill(data["pid"], signal.SIGKILL)
+
+    pool.on_event = kill_first
+    try:
+        rec = workbench.generate(
+            session_dir / "retry" / "result.mp4",
+            audio=speech_wav,
+            strategy="parallel",
+            models=["gan", "gan"],
+            chunks=2,
+            progress=False,
+        ).to_dict()
+    finally:
+        pool.on_event = None
+    assert killed and rec["restarts"] >= 1
+    assert (session_dir / "retry" / "result.mp4").exists()
+    assert rec["chunks"][1]["attempts"] == 2
+
+
+def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
+    pool = workbench.pool(["gan", "gan"])
+
+    def always_kill(kind: str, data: dict) -> None:
+        if kind == "started" and data["chunk"] == 0:
+            os.kill(data["pid"], signal.SIGKILL)
+
+    pool.on_event = always_kill
+    out = session_dir / "doomed"
+    try:
+        with pytest.raises(ChunkFailed, match="chunk 0"):
+            workbench.generate(
+                out / "result.mp4",
+                audio=speech_wav,
+                strategy="parallel",
+                models=["gan", "gan"],
+                chunks=2,
+                progress=False,
+            ).to_dict()
+    finally:
+        pool.on_event = None
+    assert not (out / "result.mp4").exists()
+    assert not out.exists() or not any(out.iterdir())  # nothing published, no staging left
+    assert not list(Path(out).glob("**/*.part*"))
+    # the pool still works afterwards
+    rec = workbench.generate(
+        session_dir / "after" / "result.mp4",
+        audio=speech_wav,
+        strategy="parallel",
+        models=["gan", "gan"],
+        chunks=2,
+        progress=False,
+    ).to_dict()
+    assert rec["frames"] > 0
