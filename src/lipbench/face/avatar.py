@@ -1,0 +1,204 @@
+"""Avatars: the built-in photo, an image file or a video file, decoded to BGR uint8 frames.
+
+Every avatar is fitted on load (:mod:`lipbench.face.fit`): at most ``max_side`` pixels on the
+long side and even width and height, so any frame it gives can be encoded as H.264. A video is
+fitted frame by frame while it is read, so a large one never sits in memory at full size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lipbench.errors import InputError
+from lipbench.face.fit import MAX_SIDE, Fit, check_max_side, plan_fit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AVATAR = "default"
+DEFAULT_SOURCE = "default:astronaut"
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm"}
+)
+
+
+@dataclass
+class Avatar:
+    """A static image or a decoded video, BGR uint8 (arrays are read-only).
+
+    ``content_hash`` identifies the pixels: the source file's sha256 when the frames are the
+    file's own, a hash of that and the fit when loading resized or cropped them.
+    ``original_size`` is the (width, height) before the fit (None: same as :attr:`size`).
+    """
+
+    frames: list[np.ndarray] | None
+    image: np.ndarray | None
+    fps: float | None
+    source: str
+    content_hash: str
+    original_size: tuple[int, int] | None = None
+
+    @property
+    def is_static(self) -> bool:
+        return self.frames is None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        h, w = self.frame(0).shape[:2]
+        return int(w), int(h)
+
+    def __len__(self) -> int:
+        return 1 if self.frames is None else len(self.frames)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame for global output frame index ``i`` (video avatars loop: ``i % len``)."""
+        if i < 0:
+            raise IndexError(f"frame index must be >= 0, got {i}")
+        if self.frames is None:
+            assert self.image is not None
+            return self.image
+        return self.frames[i % len(self.frames)]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    a.flags.writeable = False
+    return a
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _log_fit(source: str, fit: Fit, max_side: int) -> None:
+    if fit.scaled:
+        msg = "avatar %s is %dx%d; downscaled to %dx%d (face.max_side = %d)"
+        log.info(msg, source, *fit.original, *fit.size, max_side)
+    elif fit.changes:
+        log.debug("avatar %s: odd size %s cropped to %s", source, fit.original, fit.size)
+
+
+def _static(bgr: np.ndarray, source: str, source_hash: str, max_side: int) -> Avatar:
+    h, w = bgr.shape[:2]
+    fit = plan_fit(w, h, max_side)
+    _log_fit(source, fit, max_side)
+    return Avatar(
+        frames=None,
+        image=_readonly(fit.apply(bgr)),
+        fps=None,
+        source=source,
+        content_hash=fit.content_hash(source_hash),
+        original_size=fit.original,
+    )
+
+
+def _load_default(max_side: int) -> Avatar:
+    from skimage import data as skdata
+
+    bgr = skdata.astronaut()[:, :, ::-1]
+    # Hash the PNG that ships in the wheel; fall back to the pixels if the layout ever changes.
+    png = Path(skdata.__file__).parent / "astronaut.png"
+    digest = (
+        _sha256_file(png)
+        if png.is_file()
+        else hashlib.sha256(np.ascontiguousarray(bgr).tobytes()).hexdigest()
+    )
+    return _static(bgr, DEFAULT_SOURCE, digest, max_side)
+
+
+def _load_image(path: Path, raw: bytes, max_side: int) -> Avatar:
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    # IMREAD_COLOR: gray and RGBA inputs come back as 3-channel BGR (alpha dropped).
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None or img.size == 0:
+        raise InputError(
+            f"avatar {path} is not a readable image",
+            "use a PNG/JPEG photo or an MP4/MOV/AVI/WebM/MKV video",
+        )
+    return _static(img, str(path), hashlib.sha256(raw).hexdigest(), max_side)
+
+
+def _load_video(path: Path, max_side: int) -> Avatar:
+    import imageio_ffmpeg
+
+    bad = InputError(
+        f"avatar {path} is not a readable video",
+        "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4) or use a photo",
+    )
+    frames: list[np.ndarray] = []
+    gen = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta: dict[str, Any] = next(gen)
+        w, h = (int(v) for v in meta["size"])  # size after ffmpeg's auto-rotation
+        fps = float(meta.get("fps") or 0.0)
+        fit = plan_fit(w, h, max_side)
+        for chunk in gen:
+            if len(chunk) != w * h * 3:
+                raise bad
+            rgb = np.frombuffer(chunk, dtype=np.uint8).reshape(h, w, 3)
+            frames.append(_readonly(fit.apply(rgb[:, :, ::-1])))
+    except InputError:
+        raise
+    except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as e:
+        raise InputError(f"{bad.problem} ({type(e).__name__})", bad.fix) from e
+    finally:
+        gen.close()  # stops the ffmpeg subprocess even when we bail out early
+    if not frames:
+        raise InputError(f"avatar video {path} has no frames", bad.fix)
+    if not fps > 0:
+        fps = 25.0
+    _log_fit(str(path), fit, max_side)
+    return Avatar(
+        frames=frames,
+        image=None,
+        fps=fps,
+        source=str(path),
+        content_hash=fit.content_hash(_sha256_file(path)),
+        original_size=fit.original,
+    )
+
+
+def load_avatar(spec: str | Path = DEFAULT_AVATAR, max_side: int = MAX_SIDE) -> Avatar:
+    """Load ``"default"`` (scikit-image's astronaut photo), an image file or a video file.
+
+    Images are decoded with OpenCV, videos with imageio-ffmpeg (all frames in memory). Frames
+    longer than ``max_side`` pixels are downscaled (aspect kept, ``cv2.INTER_AREA``, one log
+    line); odd widths/heights lose their last column/row. A missing, empty, unreadable or
+    non-media file, or a bad ``max_side``, raises :class:`InputError`.
+    """
+    max_side = check_max_side(max_side)
+    if isinstance(spec, str) and spec.strip().lower() in (DEFAULT_AVATAR, DEFAULT_SOURCE):
+        return _load_default(max_side)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise InputError(
+            f"avatar file {path} does not exist",
+            f"check the path, or use '{DEFAULT_AVATAR}' for the built-in photo",
+        )
+    if not path.is_file():
+        raise InputError(f"avatar {path} is not a file", "give the path of an image or a video")
+    if path.stat().st_size == 0:
+        raise InputError(f"avatar file {path} is empty", "give a real image or video file")
+    ext = path.suffix.lower()
+    if ext in VIDEO_EXTENSIONS:
+        return _load_video(path, max_side)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(
+            f"cannot read avatar file {path}: {e.strerror}", "check permissions"
+        ) from e
+    return _load_image(path, raw, max_side)
