@@ -87,7 +87,7 @@ def build_inputs(
     samples, for the planner."""
     f = cfg["face"]
     with timer.stage("detect"):
-        av = load_avatar(avatar or f["avatar"])
+        av = load_avatar(avatar or f["avatar"], max_side=f["max_side"])
         boxes = detect_faces(
             av, f["detector"], tuple(f["pads"]), f["smooth_frames"], f["cache_dir"]
         )

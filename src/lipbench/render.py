@@ -20,13 +20,12 @@ import cv2
 import numpy as np
 import torch
 
-from .face import Avatar, FaceBoxes, crop_face, paste_face
+from .face import FACE_SIZE, Avatar, FaceBoxes, crop_face, paste_face
 from .model import Wav2Lip, fold_batchnorm
 
 log = logging.getLogger("lipbench.render")
 
 MEL_STEP = 16  # mel frames per window (0.2 s)
-FACE = 96
 
 
 
@@ -97,7 +96,7 @@ class RenderOptions:
 def face_input(face96: np.ndarray) -> np.ndarray:
     """6×96×96 float32: the crop with its lower half zeroed, then the unmasked reference, /255."""
     masked = face96.copy()
-    masked[FACE // 2 :] = 0
+    masked[FACE_SIZE // 2 :] = 0
     return np.concatenate([masked, face96], axis=2).transpose(2, 0, 1).astype(np.float32) / 255.0
 
 
