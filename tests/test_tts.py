@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.server
 import io
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +19,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import lipbench
 from lipbench import tts
 from lipbench.errors import InputError, TTSError
+from lipbench.tts import espeak as espeak_engine
+from lipbench.tts import piper as piper_engine
 
 SILENCE_RMS = 100.0  # int16 units; espeak/piper speech is in the thousands
 
@@ -42,6 +49,40 @@ def assert_speech(path: Path, sr_expected: int = 22050) -> None:
 def only_file(folder: Path) -> list[str]:
     """Everything in ``folder``, temp files included, so leftovers are caught."""
     return sorted(p.name for p in folder.iterdir())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter that imports this checkout's lipbench; its stdout."""
+    src = str(Path(lipbench.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+# --- the package itself ---------------------------------------------------------------
+
+
+def test_import_is_cheap() -> None:
+    # The workflow and the torch-free job module import lipbench.tts for ENGINES only.
+    heavy = ["numpy", "torch", "piper", "onnxruntime", "gtts", "soundfile", "espeakng_loader"]
+    out = run_python(
+        "import sys, lipbench.tts as t; print(t.ENGINES); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    assert out.splitlines() == ["('auto', 'piper', 'espeak', 'gtts')", "[]"]
+
+
+def test_unavailable_engine_is_an_input_error() -> None:
+    # The server answers 422 for InputError; old callers still catch TTSError.
+    assert issubclass(tts.EngineUnavailableError, InputError)
+    assert issubclass(tts.EngineUnavailableError, TTSError)
 
 
 # --- offline engines ------------------------------------------------------------------
@@ -85,6 +126,18 @@ def test_auto_picks_best_offline_engine(tmp_path: Path) -> None:
     assert res.engine == "piper"
 
 
+def test_auto_skips_an_engine_that_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> list[str]:
+        raise tts.EngineUnavailableError("piper-tts is not installed", "pip install piper-tts")
+
+    monkeypatch.setattr(piper_engine, "languages", missing)
+    assert tts.resolve_engine("auto", "en") == "espeak"
+    with pytest.raises(tts.EngineUnavailableError, match="not installed"):
+        tts.resolve_engine("piper", "en")
+    listed = {e["name"]: e["languages"] for e in tts.list_engines()}
+    assert listed["piper"] == [] and "en" in listed["auto"]
+
+
 def test_listing() -> None:
     engines = {e["name"]: e for e in tts.list_engines()}
     assert tuple(engines) == tts.ENGINES
@@ -97,15 +150,81 @@ def test_listing() -> None:
     assert tts.output_suffix("auto") == tts.output_suffix("espeak") == ".wav"
 
 
+# --- deterministic output -------------------------------------------------------------
+
+SENTENCE = "Hello world. This sentence tests the lip sync pipeline."
+
+
+@pytest.mark.parametrize("engine", ["piper", "espeak"])
+def test_same_text_gives_identical_bytes(tmp_path: Path, engine: str) -> None:
+    # Both engines used to differ on every call (piper: noise; espeak: state kept between
+    # utterances), so Compare rendered two different WAVs. Three calls, one process.
+    first, second = tmp_path / "a.wav", tmp_path / "b.wav"
+    tts.synthesize(SENTENCE, "en", first, engine=engine)
+    tts.synthesize("A different sentence in between.", "en", tmp_path / "c.wav", engine=engine)
+    tts.synthesize(SENTENCE, "en", second, engine=engine)
+    assert sha256(first) == sha256(second)
+    assert sha256(first) != sha256(tmp_path / "c.wav")
+    assert_speech(first)
+
+
+def test_espeak_is_identical_across_languages_and_calls(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{i}.wav" for i in range(3)]
+    tts.synthesize("Привет, мир", "ru", paths[0], engine="espeak")
+    tts.synthesize(SENTENCE, "en", paths[1], engine="espeak")
+    tts.synthesize("Привет, мир", "ru", paths[2], engine="espeak")
+    assert sha256(paths[0]) == sha256(paths[2]) != sha256(paths[1])
+
+
+def test_identical_bytes_in_another_process(tmp_path: Path) -> None:
+    here = {}
+    for engine in ("piper", "espeak"):
+        out = tmp_path / f"{engine}.wav"
+        tts.synthesize(SENTENCE, "en", out, engine=engine)
+        here[engine] = sha256(out)
+    code = (
+        "import hashlib, pathlib\n"
+        "from lipbench import tts\n"
+        f"d = pathlib.Path({str(tmp_path / 'child')!r})\n"
+        "for e in ('piper', 'espeak'):\n"
+        f"    tts.synthesize({SENTENCE!r}, 'en', d / 'o.wav', engine=e)\n"
+        "    print(e, hashlib.sha256((d / 'o.wav').read_bytes()).hexdigest())\n"
+    )
+    there = dict(line.split() for line in run_python(code).splitlines())
+    assert there == here
+
+
 # --- bad input ------------------------------------------------------------------------
 
 
 def test_validate_text() -> None:
     assert tts.validate_text("  hi \n", 10) == "hi"
+    assert tts.validate_text("a\r\nb\tc") == "a\r\nb\tc"  # line breaks and tabs are text
+    assert tts.validate_text("$5 + 3 = 8?") == "$5 + 3 = 8?"
+    assert tts.validate_text("¿Qué? ©") == "¿Qué? ©"  # one symbol is enough
     with pytest.raises(InputError, match="empty"):
         tts.validate_text(" \n\t ", 10)
     with pytest.raises(InputError, match="limit of 10"):
         tts.validate_text("x" * 11, 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("hello\x00world", r"control character, U\+0000 \(NUL\), at position 6"),
+        ("\x1b[31mred", r"U\+001B \(ESC\), at position 1"),
+        ("ok\x7f", r"U\+007F \(DEL\), at position 3"),
+        ("  a\x85b", r"U\+0085, at position 4"),  # C1 control; position counts the spaces
+        ("x\ud800y", r"lone surrogate, U\+D800, at position 2"),
+        ("!!! ... ???", "no letter, digit or symbol"),
+        ("«—», ¡¿ …", "no letter, digit or symbol"),
+        ("\u0301\u0301", "no letter, digit or symbol"),  # combining marks alone
+    ],
+)
+def test_validate_text_refuses(text: str, expected: str) -> None:
+    with pytest.raises(InputError, match=expected) as err:
+        tts.validate_text(text)
+    assert " — " in str(err.value)  # problem — fix
 
 
 @pytest.mark.parametrize(
@@ -120,6 +239,11 @@ def test_validate_text() -> None:
         ("hello", "en", "festival", "a.wav", "unknown TTS engine"),
         ("hello", "en", "gtts", "a.wav", "'.mp3'"),
         ("hello", "en", "espeak", "a.mp3", "'.wav'"),
+        ("!!! ... ???", "en", "piper", "a.wav", "only punctuation"),
+        ("!!! ... ???", "en", "espeak", "a.wav", "only punctuation"),
+        ("hi\x00there", "en", "auto", "a.wav", "position 3"),
+        ("^", "en", "piper", "a.wav", "piper produced no audio"),  # passes validation
+        ("^", "en", "espeak", "a.wav", "espeak produced no audio"),
     ],
 )
 def test_bad_input(
@@ -129,6 +253,14 @@ def test_bad_input(
         tts.synthesize(text, lang, tmp_path / out_name, engine=engine)
     message = str(err.value)
     assert "\n" not in message and " — " in message  # one line: problem — fix
+    assert only_file(tmp_path) == []
+
+
+def test_espeak_child_that_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, data = espeak_engine._paths()
+    monkeypatch.setattr(espeak_engine, "_paths", lambda: (tmp_path / "missing.so", data))
+    with pytest.raises(tts.EngineUnavailableError, match="cannot start"):
+        espeak_engine.synth("hello", "en", tmp_path / "x.wav")
     assert only_file(tmp_path) == []
 
 
@@ -169,10 +301,11 @@ def test_gtts_unreachable_fails_fast(
 ) -> None:
     point_gtts_at(monkeypatch, closed_port())
     start = time.monotonic()
-    with pytest.raises(TTSError) as err:
+    with pytest.raises(tts.EngineUnavailableError) as err:
         tts.synthesize("Hello world", "en", tmp_path / "g.mp3", engine="gtts")
     assert time.monotonic() - start < 10
     message = str(err.value)
+    assert isinstance(err.value, InputError)  # the caller can fix it: a server's 422
     assert "piper" in message and "espeak" in message
     assert only_file(tmp_path) == []  # no 0-byte mp3, no temp file
 
@@ -186,7 +319,7 @@ def test_gtts_silent_server_times_out(
         server.listen(8)
         point_gtts_at(monkeypatch, server.getsockname()[1])
         start = time.monotonic()
-        with pytest.raises(TTSError) as err:
+        with pytest.raises(tts.EngineUnavailableError) as err:
             tts.synthesize("Hello world", "en", tmp_path / "g.mp3", engine="gtts", timeout_s=1.0)
         elapsed = time.monotonic() - start
     assert elapsed < 5
