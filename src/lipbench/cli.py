@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import tts
 from .config import deep_merge, load_config
 from .errors import LipbenchError
 from .jobs import STRATEGIES, output_names, positive, resolve_job
@@ -49,8 +50,6 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_tts(args: argparse.Namespace) -> int:
-    from . import tts
-
     if args.list:
         for e in tts.list_engines():
             langs = e["languages"]
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tts", help="text → speech file")
     s.add_argument("--text")
     s.add_argument("--lang", default="en")
-    s.add_argument("--engine", choices=["auto", "piper", "espeak", "gtts"])
+    s.add_argument("--engine", choices=tts.ENGINES)
     s.add_argument("--out", help="output path (.wav; .mp3 for gtts)")
     s.add_argument("--list", action="store_true", help="list engines and their languages")
     s.set_defaults(func=cmd_tts)
@@ -222,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text")
     src.add_argument("--audio")
     s.add_argument("--lang")
-    s.add_argument("--engine", choices=["auto", "piper", "espeak", "gtts"])
+    s.add_argument("--engine", choices=tts.ENGINES)
     s.add_argument(
         "--avatar", help="image or video (default: the config's, i.e. the astronaut photo)"
     )
@@ -300,11 +299,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted — nothing was published; run the command again", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for users; -v shows the traceback
         if args.verbose:
             raise
+        if isinstance(exc, OSError) and exc.filename:  # an unwritable folder, a full disk, ...
+            print(f"error: cannot write or read {exc.filename}: {exc.strerror} — check the path and its permissions",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(
             f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)",
             file=sys.stderr,

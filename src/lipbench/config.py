@@ -42,8 +42,9 @@ def _with_defaults(validator_class: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``config`` in place against the schema, filling defaults; return it."""
+def validate(config: dict[str, Any], source: str = "config/config.yaml") -> dict[str, Any]:
+    """Validate ``config`` in place against the schema, filling defaults; return it.
+    ``source`` names where the values came from, for the error's fix."""
     schema = load_schema()
     # Two passes: the first fills nested defaults (e.g. {} for a section), the second fills
     # the keys inside those freshly created sections.
@@ -54,7 +55,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
             raise InputError(
                 f"invalid configuration at {where}: {err.message}",
-                "fix that key in config/config.yaml (config/schema.yaml lists every key)",
+                f"fix that key in {source} (config/schema.yaml lists every key)",
             )
     return config
 
@@ -89,7 +90,7 @@ def load_config(
             ) from exc
     if overrides:
         cfg = deep_merge(cfg, overrides)
-    return validate(cfg)
+    return validate(cfg, str(cfg_path) if cfg_path else "the config")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

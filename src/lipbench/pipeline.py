@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from tqdm import tqdm
 
 from . import audio as audio_mod
@@ -126,6 +127,15 @@ def publish(staging: OutputNames, final: OutputNames) -> None:
     os.replace(staging.record, final.record)
 
 
+def remove_stale_staging(final: OutputNames) -> None:
+    """A run killed with SIGKILL leaves its staging folder behind (never a published file):
+    the next run for the same --out removes those whose process is gone."""
+    for d in final.video.parent.glob(f".{final.video.stem}.staging-*"):
+        pid = d.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class Workbench:
     """Config + warm replica pools. ``generate`` runs one job with a chosen strategy."""
 
@@ -180,7 +190,10 @@ class Workbench:
         final = output_names(out)
         refuse_overwriting_input(final, [audio, avatar])
         final.video.parent.mkdir(parents=True, exist_ok=True)
-        staging_dir = final.video.parent / f".{final.video.stem}.staging-{uuid.uuid4().hex[:8]}"
+        remove_stale_staging(final)
+        staging_dir = (
+            final.video.parent / f".{final.video.stem}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         stage = output_names(staging_dir / final.video.name)
         stage.side.mkdir(parents=True)
         try:
@@ -258,7 +271,11 @@ class Workbench:
             cpu=usage.summary(),
             label=inputs.label,
             tts=prepared.tts,
-            render_options=asdict(pool.specs[0].render_options),
+            # as the replicas resolved them (batch size "auto" → the calibrated number)
+            render_options={
+                **asdict(pool.specs[0].render_options),
+                "batch_size": replicas[0].batch_size,
+            },
             one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
         )
 
