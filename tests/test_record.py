@@ -15,7 +15,6 @@ from lipbench.plan import plan_from_config
 from lipbench.record import RECORD_VERSION, RunRecord, read_record, shape_of
 from lipbench.stitch import merge_job
 
-
 # Fields whose keys are data, not schema (stage names, pids, model names, package names).
 MAPS = {"snakemake_benchmarks", "weights", "versions", "calibration", "samples"}
 
