@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
+from .config import resolve_device
 from .errors import LipbenchError
-from .jobs import frame_label, model_seed
+from .inputs import build_inputs
+from .jobs import frame_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
+from .plan import Plan
 from .record import ChunkRow, ReplicaRow, StageTimer, WeightsRow
 from .video import EncoderSettings, FrameWriter
 
@@ -161,11 +164,6 @@ def render_plan_chunk(
 ) -> ChunkRow:
     """Render chunk ``index`` of a plan from the FULL-file mel, write the video-only chunk
     and its sidecars (stats with the replica's facts and CPU samples; edge frames)."""
-    from .config import resolve_device
-    from .jobs import threads_per_replica
-    from .pipeline import build_inputs
-    from .plan import Plan
-
     plan = Plan.load(plan_path)
     if not 0 <= index < plan.n_chunks:
         raise LipbenchError(

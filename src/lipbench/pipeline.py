@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 from tqdm import tqdm
 
@@ -27,13 +26,12 @@ from . import tts as tts_mod
 from .chunk import ReplicaSpec
 from .config import load_config, resolve_device
 from .errors import InputError
-from .face import detect_faces, load_avatar
+from .inputs import build_inputs
 from .jobs import Job, OutputNames, frame_label, output_names, resolve_job, threads_per_replica
 from .metrics import UsageSampler
-from .plan import frame_count, plan_from_config
+from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
 from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
-from .render import JobInputs
 from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")
@@ -79,26 +77,6 @@ def prepare_audio(
     with timer.stage("convert"):
         audio_mod.convert_to_wav16k(src, names.audio, ffmpeg=cfg["video"]["ffmpeg"])
     return PreparedAudio(names.audio, speech, info)
-
-
-def build_inputs(
-    cfg: dict[str, Any], wav: Path, avatar: str | None, timer: StageTimer, job_id: str
-) -> tuple[JobInputs, np.ndarray]:
-    """Full-file mel (computed once) and the avatar's face boxes (cached on disk); also the
-    samples, for the planner."""
-    f = cfg["face"]
-    with timer.stage("detect"):
-        av = load_avatar(avatar or f["avatar"], max_side=f["max_side"])
-        boxes = detect_faces(
-            av, f["detector"], tuple(f["pads"]), f["smooth_frames"], f["cache_dir"]
-        )
-    with timer.stage("split"):
-        samples = audio_mod.read_wav(wav)
-        mel = audio_mod.melspectrogram(samples)
-    n = frame_count(len(samples), float(cfg["fps"]))
-    inputs = JobInputs(mel=mel, n_frames=n, fps=float(cfg["fps"]), avatar=av, boxes=boxes,
-                       meta={"key": job_id})  # fmt: skip
-    return inputs, samples
 
 
 def refuse_overwriting_input(names: OutputNames, inputs: list[str | os.PathLike | None]) -> None:

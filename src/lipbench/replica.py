@@ -9,6 +9,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from .chunk import load_renderer, render_chunk
 from .errors import LipbenchError
 
 # --- parent → replica ---------------------------------------------------------------------
@@ -76,8 +77,6 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any) -> None:
     # Ctrl-C reaches the whole process group: the parent decides, the replica just stops
     # when told (or is killed), so no traceback from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .chunk import load_renderer, render_chunk
-
     try:
         loaded = load_renderer(spec)
     except LipbenchError as exc:
