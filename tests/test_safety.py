@@ -81,11 +81,11 @@ def test_output_equal_to_an_input_is_refused(config_file, stereo48k, tmp_path):
 def test_killed_run_leaves_the_previous_result_whole(config_file, speech_wav, tmp_path):
     """Case 4: SIGKILL mid-render over an older result: the folder still holds the old
     result, record and side files, unchanged, and nothing of the new run is published."""
+    long_wav = tmp_path / "long.wav"
+    audio.write_wav16k(long_wav, np.tile(audio.read_wav(speech_wav), 8))
     out = tmp_path / "result.mp4"
     assert generate(config_file, "--audio", speech_wav, "--out", out).returncode == 0
     published = {k: v for k, v in tree(tmp_path).items() if not k.startswith(".")}
-    long_wav = tmp_path / "long.wav"
-    audio.write_wav16k(long_wav, np.tile(audio.read_wav(speech_wav), 8))
     proc = subprocess.Popen(
         [sys.executable, "-m", "lipbench.cli", "--config", str(config_file), "generate",
          "--audio", str(long_wav), "--out", str(out), "--no-progress"],

@@ -125,7 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Resolved before anything starts: a bad --models/--chunks/--threads/--out fails at once.
     resolve_job(cfg, args.strategy, _models(args.models), args.chunks, args.threads)
     output_names(args.out)
-    with Workbench(cfg) as wb:
+    with Workbench(cfg, in_process_single=True) as wb:
         rec = wb.generate(
             args.out, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
             chunks=args.chunks, engine=args.engine, avatar=args.avatar, threads=args.threads, progress=not args.no_progress,
@@ -157,9 +157,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Concat chunk videos (stream copy), mux the audio once, verify, write run.json."""
     from .stitch import merge_job
 
-    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunks, args.out, args.record,
+    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunk_files, args.out, args.record,
                            args.benchmarks, args.strategy, args.speech, args.tts_info)  # fmt: skip
-    print(json.dumps({"path": args.out, "chunks": len(args.chunks), "merge_s": merge_s}))
+    print(json.dumps({"path": args.out, "chunks": len(args.chunk_files), "merge_s": merge_s}))
     return 0
 
 
@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="parallel", choices=STRATEGIES)
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
-    s.add_argument("--chunks", nargs="+", required=True, help="the chunk videos, in order")
+    s.add_argument(
+        "--chunks", nargs="+", required=True, dest="chunk_files", help="the chunk videos, in order"
+    )
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("bench", help="benchmark strategies / speed options")

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from .errors import InputError
+# jsonschema imports every optional format checker it finds; rfc3987_syntax builds a parser
+# at import (1–6 s on this machine kind). The schema uses no "format" keyword, so keep that
+# module out unless something else already loaded it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+import jsonschema  # noqa: E402
+
+from .errors import InputError  # noqa: E402
 
 SCHEMA_RESOURCE = "schema.yaml"
 ENV_CONFIG = "LIPBENCH_CONFIG"
