@@ -182,7 +182,9 @@ def test_bad_flags_are_named(config_file, speech_wav, tmp_path, args, needle):
     line = one_line_error(
         generate(config_file, "--audio", speech_wav, "--out", tmp_path / "r.mp4", *args)
     )
-    assert needle in line and "config" not in line.split("—")[-1]
+    assert needle in line
+    if args[0] != "--strategy":  # a flag's value: the fix names the flag, not a config file
+        assert "config" not in line.split("—")[-1]
     assert time.monotonic() - t0 < 60  # refused up front, not after a model load
     assert list(tmp_path.iterdir()) == []
 
@@ -209,8 +211,16 @@ def test_ctrl_c_is_one_line_and_exit_130(config_file, speech_wav, tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert len([ln for ln in err.splitlines() if ln.startswith("error: ")]) == 1
     assert not out.exists() and not list(out.parent.glob(".r.staging-*"))
-    left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
-    assert left.stdout.strip() == ""
+    deadline = time.monotonic() + 10  # a child may take a moment to see its parent gone
+    while left := subprocess.run(
+        ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True
+    ).stdout.strip():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert left == "", subprocess.run(
+        ["ps", "-o", "pid,args", "-s", str(proc.pid)], capture_output=True, text=True
+    ).stdout
 
 
 def test_clear_lines_for_bad_files_and_configs(config_file, tmp_path):

@@ -16,6 +16,7 @@ import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,10 @@ class _InProcess:
     It runs the same ``replica_main``; it cannot be killed, so a fault is not retried."""
 
     def __init__(self, target: Callable[..., None], args: tuple, name: str):
-        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self.cancel = threading.Event()  # the only way to stop it: checked every 8 frames
+        self._thread = threading.Thread(
+            target=target, args=(*args, self.cancel), name=name, daemon=True
+        )
         self.pid = os.getpid()
         self.exitcode: int | None = None
 
@@ -122,10 +126,13 @@ class ReplicaPool:
         return [s.model for s in self.specs]
 
     def _spawn(self, replica_id: int, spec: ReplicaSpec) -> _Replica:
-        tasks = self._ctx.Queue()
-        # A replica that dies leaves its queue unread; without this the queue's feeder
-        # thread would block the parent's exit forever, trying to flush the dead pipe.
-        tasks.cancel_join_thread()
+        if self.in_process:
+            tasks: Any = queue.Queue()
+        else:
+            tasks = self._ctx.Queue()
+            # A replica that dies leaves its queue unread; without this the queue's feeder
+            # thread would block the parent's exit forever, trying to flush the dead pipe.
+            tasks.cancel_join_thread()
         # One result pipe per replica, never a shared queue: a replica killed while writing
         # would otherwise die holding the shared queue's lock and block every other writer.
         reader, writer = self._ctx.Pipe(duplex=False)
@@ -249,6 +256,9 @@ class ReplicaPool:
             t = b.queues[rid].pop(0)
             b.attempts[t.task_id] += 1
             b.running[rid] = t
+            proc = self.replicas[rid].process
+            if isinstance(proc, _InProcess):
+                proc.cancel.clear()
             self.replicas[rid].tasks.put(t)
 
     def _abandon(self, b: _Batch) -> None:
@@ -256,12 +266,26 @@ class ReplicaPool:
         next batch starts) and remove their partial files, so nothing keeps the pool busy."""
         for rid, t in list(b.running.items()):
             r = self.replicas[rid]
-            if r.process.is_alive():
-                r.process.kill()
-            r.process.join()
-            r.row = None
+            if isinstance(r.process, _InProcess):
+                # cooperative: it stops at its next tick and stays loaded for the next job
+                r.process.cancel.set()
+                self._drain(r, t.task_id)
+            else:
+                if r.process.is_alive():
+                    r.process.kill()
+                r.process.join()
+                r.row = None
             _remove_partials(t.out_path)
         b.running.clear()
+
+    def _drain(self, r: _Replica, task_id: int, timeout: float = 60.0) -> None:
+        """Wait until an in-process replica reports the cancelled chunk's end."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and r.process.is_alive():
+            if r.conn.poll(0.2):
+                msg = r.conn.recv()
+                if isinstance(msg, Done | Error) and msg.task_id == task_id:
+                    return
 
     def _check_deaths(self, b: _Batch) -> None:
         for rid, t in list(b.running.items()):

@@ -73,8 +73,13 @@ class Error:  # the chunk failed inside a live replica
 Message = Ready | Failed | Started | Progress | Done | Error
 
 
-def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any) -> None:
-    """Worker process: load the checkpoint once, then render tasks until a ``None`` task."""
+class Cancelled(LipbenchError):
+    """The parent abandoned the batch: stop at the next progress tick (every 8 frames)."""
+
+
+def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: Any = None) -> None:
+    """Worker: load the checkpoint once, then render tasks until a ``None`` task. ``cancel``
+    (an Event) stops the chunk in hand at its next progress tick."""
     # Ctrl-C reaches the whole process group: the parent decides, the replica just stops
     # when told (or is killed), so no traceback from here.
     if threading.current_thread() is threading.main_thread():  # not when hosted in-process
@@ -98,6 +103,8 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any) -> None:
             results.send(Started(replica_id, task.task_id))
 
             def tick(n: int, tid: int = task.task_id) -> None:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
                 results.send(Progress(replica_id, tid, n))
 
             row, edges = render_chunk(
