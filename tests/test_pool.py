@@ -72,3 +72,28 @@ def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
         progress=False,
     ).to_dict()
     assert rec["frames"] > 0
+
+
+def test_should_stop_cancels_at_the_next_tick_and_keeps_replicas_warm(
+    workbench, speech_wav, tmp_path
+):
+    """A job whose caller goes away (the server's client) stops within a few frames; nothing
+    is published and the same replica processes serve the next job."""
+    from lipbench.pool import Cancelled
+
+    pool = workbench.pool(["gan", "gan"])
+    pids = pool.pids()
+    started: list[int] = []
+    pool.on_event = lambda kind, data: started.append(data["chunk"]) if kind == "started" else None
+    out = tmp_path / "gone" / "result.mp4"
+    try:
+        with pytest.raises(Cancelled, match="cancelled"):
+            workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"],
+                               chunks=2, progress=False, should_stop=lambda: bool(started))  # fmt: skip
+    finally:
+        pool.on_event = None
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+    assert pool.pids() == pids  # no replica was killed or replaced
+    rec = workbench.generate(tmp_path / "next" / "result.mp4", audio=speech_wav, strategy="parallel",
+                             models=["gan", "gan"], chunks=2, progress=False)  # fmt: skip
+    assert pool.pids() == pids and rec.frames > 0

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,9 +165,12 @@ class Workbench:
         threads: int | None = None,
         progress: bool = True,
         keep_chunks: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> RunRecord:
         """Run one job; publish ``out`` (.mp4), ``<out>.run.json`` and ``<out>.files/``
-        together at the end, after the video is verified; return the record."""
+        together at the end, after the video is verified; return the record. ``should_stop``
+        (e.g. "the client went away") cancels the job at the replicas' next 8-frame tick:
+        `pool.Cancelled` is raised, nothing is published, the replicas stay warm."""
         job = self.job(strategy, models, chunks, threads)
         final = output_names(out)
         refuse_overwriting_input(final, [audio, avatar])
@@ -178,7 +182,9 @@ class Workbench:
         stage = output_names(staging_dir / final.video.name)
         stage.side.mkdir(parents=True)
         try:
-            rec = self._run(job, stage, final, text, lang, audio, engine, avatar, progress)
+            rec = self._run(
+                job, stage, final, text, lang, audio, engine, avatar, progress, should_stop
+            )
             if not keep_chunks:
                 shutil.rmtree(stage.chunks, ignore_errors=True)
             rec.write(stage.record)
@@ -188,7 +194,7 @@ class Workbench:
         return rec
 
     def _run(self, job: Job, stage: OutputNames, final: OutputNames, text, lang, audio,
-             engine, avatar, progress: bool) -> RunRecord:  # fmt: skip
+             engine, avatar, progress: bool, should_stop) -> RunRecord:  # fmt: skip
         cfg = self.cfg
         timer = StageTimer()
         # Inputs first (text, language, audio, avatar/face): bad input fails before any
@@ -217,7 +223,7 @@ class Workbench:
             bar = tqdm(total=plan.n_frames, unit="frame", desc=f"{job.strategy} ×{len(job.models)}",
                        disable=not progress, leave=False)  # fmt: skip
             with UsageSampler(pids=pool.pids()) as usage, timer.stage("infer"):
-                rows, edges = pool.render_chunks(tasks, assign, progress=bar.update)
+                rows, edges = pool.render_chunks(tasks, assign, bar.update, should_stop)
             bar.close()
         with timer.stage("merge"):
             merge_chunks([Path(t.out_path) for t in tasks], prepared.wav, stage.video,

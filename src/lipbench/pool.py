@@ -27,12 +27,23 @@ from typing import Any
 from .chunk import Edges, ReplicaSpec
 from .errors import LipbenchError
 from .record import ChunkRow, ReplicaRow
-from .replica import ChunkTask, Done, Error, Failed, Message, Progress, Ready, Started, replica_main
+from .replica import (
+    Cancelled,
+    ChunkTask,
+    Done,
+    Error,
+    Failed,
+    Message,
+    Progress,
+    Ready,
+    Started,
+    replica_main,
+)
 
 log = logging.getLogger("lipbench.pool")
 
 START_TIMEOUT_S = 300.0
-__all__ = ["ChunkFailed", "ChunkTask", "ReplicaPool", "ReplicaSpec"]
+__all__ = ["Cancelled", "ChunkFailed", "ChunkTask", "ReplicaPool", "ReplicaSpec"]
 
 
 class ChunkFailed(LipbenchError):
@@ -45,10 +56,7 @@ class _InProcess:
     It runs the same ``replica_main``; it cannot be killed, so a fault is not retried."""
 
     def __init__(self, target: Callable[..., None], args: tuple, name: str):
-        self.cancel = threading.Event()  # the only way to stop it: checked every 8 frames
-        self._thread = threading.Thread(
-            target=target, args=(*args, self.cancel), name=name, daemon=True
-        )
+        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         self.pid = os.getpid()
         self.exitcode: int | None = None
 
@@ -72,6 +80,7 @@ class _Replica:
     process: Any
     tasks: Any
     conn: Any  # this replica's own result pipe (read end)
+    cancel: Any  # an Event: the replica stops the chunk in hand at its next 8-frame tick
     row: ReplicaRow | None = None
     eof: bool = False
 
@@ -137,7 +146,8 @@ class ReplicaPool:
         # would otherwise die holding the shared queue's lock and block every other writer.
         reader, writer = self._ctx.Pipe(duplex=False)
         name = f"replica-{replica_id}-{spec.model}"
-        args = (replica_id, spec, tasks, writer)
+        cancel = threading.Event() if self.in_process else self._ctx.Event()
+        args = (replica_id, spec, tasks, writer, cancel)
         if self.in_process:
             proc: Any = _InProcess(replica_main, args, name)
             proc.start()
@@ -145,7 +155,7 @@ class ReplicaPool:
             proc = self._ctx.Process(target=replica_main, args=args, daemon=True, name=name)
             proc.start()
             writer.close()  # only the child writes; its death then shows as EOF here
-        return _Replica(replica_id, spec, proc, tasks, reader)
+        return _Replica(replica_id, spec, proc, tasks, reader, cancel)
 
     def _poll(self, timeout: float, backlog: bool = True) -> list[Message]:
         """Messages from any replica (the backlog first, unless ``backlog`` is False),
@@ -216,11 +226,13 @@ class ReplicaPool:
         tasks: list[ChunkTask],
         assign: list[int],
         progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[dict[int, ChunkRow], dict[int, Edges]]:
         """Run ``tasks[i]`` on replica ``assign[i]`` (each replica works through its own queue,
         longest chunk first). Returns (rows, edges) keyed by task_id. A replica that dies
         mid-chunk is restarted and the chunk retried once; a second failure raises
-        ChunkFailed naming the chunk."""
+        ChunkFailed naming the chunk. ``should_stop`` (polled twice a second) abandons the
+        batch at the replicas' next 8-frame tick and raises Cancelled."""
         self._revive()
         # Pool-unique ids, so a late message from an aborted earlier batch is never taken
         # for one of this batch's chunks.
@@ -243,6 +255,10 @@ class ReplicaPool:
                 for msg in self._poll(0.5):
                     self._handle(b, msg)
                 self._check_deaths(b)
+                if should_stop and should_stop():
+                    raise Cancelled(
+                        "the job was cancelled", "its client went away; nothing was published"
+                    )
         except BaseException:
             self._abandon(b)
             raise
@@ -256,21 +272,18 @@ class ReplicaPool:
             t = b.queues[rid].pop(0)
             b.attempts[t.task_id] += 1
             b.running[rid] = t
-            proc = self.replicas[rid].process
-            if isinstance(proc, _InProcess):
-                proc.cancel.clear()
+            self.replicas[rid].cancel.clear()
             self.replicas[rid].tasks.put(t)
 
     def _abandon(self, b: _Batch) -> None:
-        """Stop this batch's chunks still in flight: kill their replicas (replaced when the
-        next batch starts) and remove their partial files, so nothing keeps the pool busy."""
+        """Stop this batch's chunks still in flight and remove their partial files. Each
+        replica is asked to stop at its next 8-frame tick and stays warm; one that does not
+        answer in time is killed (replaced when the next batch starts)."""
+        for rid in b.running:
+            self.replicas[rid].cancel.set()
         for rid, t in list(b.running.items()):
             r = self.replicas[rid]
-            if isinstance(r.process, _InProcess):
-                # cooperative: it stops at its next tick and stays loaded for the next job
-                r.process.cancel.set()
-                self._drain(r, t.task_id)
-            else:
+            if not self._drain(r, t.task_id) and not isinstance(r.process, _InProcess):
                 if r.process.is_alive():
                     r.process.kill()
                 r.process.join()
@@ -278,14 +291,18 @@ class ReplicaPool:
             _remove_partials(t.out_path)
         b.running.clear()
 
-    def _drain(self, r: _Replica, task_id: int, timeout: float = 60.0) -> None:
-        """Wait until an in-process replica reports the cancelled chunk's end."""
+    def _drain(self, r: _Replica, task_id: int, timeout: float = 30.0) -> bool:
+        """Wait until a replica reports the end of a cancelled chunk; False if it did not."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and r.process.is_alive():
-            if r.conn.poll(0.2):
-                msg = r.conn.recv()
-                if isinstance(msg, Done | Error) and msg.task_id == task_id:
-                    return
+        while time.monotonic() < deadline and r.process.is_alive() and not r.eof:
+            try:
+                if r.conn.poll(0.2):
+                    msg = r.conn.recv()
+                    if isinstance(msg, Done | Error) and msg.task_id == task_id:
+                        return True
+            except (EOFError, OSError):
+                r.eof = True
+        return False
 
     def _check_deaths(self, b: _Batch) -> None:
         for rid, t in list(b.running.items()):

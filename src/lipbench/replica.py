@@ -74,7 +74,7 @@ Message = Ready | Failed | Started | Progress | Done | Error
 
 
 class Cancelled(LipbenchError):
-    """The parent abandoned the batch: stop at the next progress tick (every 8 frames)."""
+    """A job stopped on purpose (Ctrl-C, or a server client that went away)."""
 
 
 def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: Any = None) -> None:
@@ -104,7 +104,7 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: A
 
             def tick(n: int, tid: int = task.task_id) -> None:
                 if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
+                    raise Cancelled("the chunk was cancelled by its pool")
                 results.send(Progress(replica_id, tid, n))
 
             row, edges = render_chunk(
