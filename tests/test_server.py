@@ -172,7 +172,7 @@ def jobs_dir(cfg: dict[str, Any]) -> Path:
     ("path", "body", "field", "needle"),
     [
         ("/api/generate", {"text": "hi", "lang": "xx"}, "lang", "'xx' is not supported"),
-        ("/api/generate", {"text": "hi", "lang": "ru", "engine": "piper"}, "lang", "espeak"),
+        ("/api/generate", {"text": "hi", "lang": "ru", "engine": "piper"}, "lang", "by the piper"),
         ("/api/generate", {"text": "a" * 41, "lang": "en"}, "text", "limit of 40"),
         ("/api/generate", {"text": "   ", "lang": "en"}, "text", "empty"),
         ("/api/generate", {"text": "hi\x00there"}, "text", "control character"),
@@ -194,6 +194,21 @@ def test_validation_errors_are_clear_422(fake_client, fake_wb, path, body, field
     assert needle in data["detail"] and data["fix"]
     assert any(e["field"] == field and needle in e["message"] for e in data["errors"])
     assert not fake_wb.calls  # nothing was queued
+
+
+@pytest.mark.parametrize(
+    ("body", "fix"),
+    [
+        ({"text": "hi", "lang": "ru", "engine": "piper"}, "espeak"),
+        ({"text": "a\x00b"}, "remove it"),
+        ({"text": "?!"}, "pronounceable words"),
+        ({"text": "hi", "chunks": 2}, '{"text": "Hello!", "lang": "en"}'),  # pydantic's own
+    ],
+)
+def test_validation_errors_carry_their_own_fix(fake_client, body, fix):
+    r = fake_client.post("/api/generate", json=body)
+    assert r.status_code == 422 and fix in r.json()["fix"]
+    assert fix not in r.json()["detail"]
 
 
 def test_invalid_json_is_422(fake_client):

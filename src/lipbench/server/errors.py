@@ -97,10 +97,12 @@ def _validation_message(err: dict[str, Any]) -> tuple[str, str]:
 
 async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [_validation_message(e) for e in exc.errors()]
+    # lipbench's own checks (text, language) carry their fix; pydantic's get the generic one
+    fixes = [e["ctx"]["fix"] for e in exc.errors() if (e.get("ctx") or {}).get("fix")]
     return error_response(
         422,
         "; ".join(f"{w}: {m}" for w, m in errors),
-        REQUEST_FIX,
+        "; ".join(dict.fromkeys(fixes)) or REQUEST_FIX,
         errors=[{"field": w, "message": m} for w, m in errors],
     )
 

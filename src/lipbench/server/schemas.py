@@ -7,6 +7,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .. import tts
 from ..errors import InputError, LipbenchError
@@ -15,6 +16,12 @@ JOB_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): ids of jobs, vide
 ENGINE_NAMES = Literal["auto", "piper", "espeak", "gtts"]
 # Documents the rule tts.validate_text enforces (with a message naming the position).
 NO_CONTROLS = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]*$"
+
+
+def invalid(exc: LipbenchError) -> PydanticCustomError:
+    """A validation error that keeps the problem and its fix apart (the error body's
+    ``detail``/``errors`` get the problem, its ``fix`` the fix)."""
+    return PydanticCustomError("lipbench", "{problem}", {"problem": exc.problem, "fix": exc.fix})
 
 
 class FieldError(BaseModel):
@@ -136,7 +143,7 @@ def request_models(cfg: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel
             try:
                 return tts.validate_text(v, max_chars)
             except InputError as exc:
-                raise ValueError(f"{exc.problem} — {exc.fix}" if exc.fix else exc.problem) from None
+                raise invalid(exc) from None
 
         @field_validator("audio_id")
         @classmethod
@@ -153,7 +160,7 @@ def request_models(cfg: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel
             try:
                 tts.resolve_engine(info.data["engine"] or default_engine, v)
             except LipbenchError as exc:
-                raise ValueError(str(exc)) from None
+                raise invalid(exc) from None
             return v
 
         @model_validator(mode="after")
