@@ -413,7 +413,8 @@ def test_page_and_its_assets_are_local(fake_client):
     page = fake_client.get("/parallel_test")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     html = page.text
-    for needle in ('id="compare"', 'id="panel-parallel"', 'id="panel-sequential"', "<video"):
+    for needle in ('id="compare"', 'id="panel-parallel"', 'id="panel-sequential"', "<video",
+                   'id="pairs"', 'id="speedup-noise"', 'id="speedup-tts"'):  # fmt: skip
         assert needle in html
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert "/static/app.js" in assets and "/static/style.css" in assets

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from ..errors import InputError, LipbenchError
+from ..jobs import cpu_cores
 from ..record import RunRecord
 from .errors import error_response, lipbench_response, on_unexpected, queue_full_response
 from .queue import QueueFull
@@ -140,4 +142,6 @@ def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> di
         "chunks": [{k: getattr(c, k) for k in CHUNK_KEYS} for c in rec.chunks],
         "tts": rec.tts.to_dict() if rec.tts else None,
         "queue_wait_s": round(max(0.0, elapsed_s - t.total), 3),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "cores": cpu_cores(),
     }

@@ -102,6 +102,11 @@ class GenerateResponse(BaseModel):
     chunks: list[ChunkOut] = Field(default_factory=list)
     tts: dict[str, Any] | None = None
     queue_wait_s: float = Field(description="time spent waiting for a free slot (not in total)")
+    load_1m: float = Field(
+        description="the machine's 1-minute load average when the job ended (its own job "
+        "accounts for up to `cores`; much more means other work shared the CPU)"
+    )
+    cores: int = Field(description="cores this server may use")
 
 
 def request_models(cfg: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel]]:
