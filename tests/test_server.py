@@ -1053,13 +1053,29 @@ def test_live_soak(live):
 
 @pytest.mark.slow
 def test_live_stop_leaves_no_process(live):
-    """Last of the live tests: Ctrl-C stops the server, and every process it ever had —
-    replicas, the resource tracker, ffmpeg — is gone with it."""
+    """Last of the live tests: Ctrl-C stops the server while a job runs, and every process
+    it ever had — replicas, the resource tracker, ffmpeg — is gone with it."""
     _note_children(live)
     assert len(live.seen) >= 4  # three replicas and the multiprocessing resource tracker
+    # stopped in the middle of a job, the hard case
+    text = "Hello there, this sentence keeps the replicas busy for a while. " * 3
+
+    def request() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server goes away under it
+            _post(live, "/api/generate", {"text": text})
+
+    job = threading.Thread(target=request)
+    job.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{live.base}/api/health").json()["queue"]["running"] == 0:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    _note_children(live)
     live.proc.send_signal(signal.SIGINT)
     assert live.proc.wait(timeout=60) == 0, _tail(live.log)
     deadline = time.monotonic() + 15
     while left := [p for p in live.seen.values() if _alive(p)]:
         assert time.monotonic() < deadline, f"left behind: {[(p.pid, p.cmdline()) for p in left]}"
         time.sleep(0.2)
+    job.join(30)

@@ -55,6 +55,9 @@ class HostAllowList:
             return
         hosts = [v.decode("latin-1") for k, v in scope.get("headers") or [] if k == b"host"]
         header = hosts[0] if len(hosts) == 1 else None
+        if not self.allows(header) and scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # refused before accept
+            return
         if not self.allows(header):
             shown = "no Host header" if not hosts else f"Host {', '.join(hosts)!r}"
             await send_error(

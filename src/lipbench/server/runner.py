@@ -91,7 +91,7 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
             queued.cancel()
         if not cancel.is_set():  # not left running in a thread: it started and ended, or never ran
             release()
-    stored = state.store.add(job_id, strategy, body.audio_id)
+    stored = await asyncio.to_thread(state.store.add, job_id, strategy, body.audio_id)  # hashes
     log.info("job %s (%s): %s s → %s", job_id, strategy, rec.timings.total, names.video)
     return response_from_record(stored, rec, time.monotonic() - t0)
 
