@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lipbench.config import load_config
 
@@ -71,3 +72,16 @@ def workbench(session_dir):
 
     with Workbench(make_cfg(session_dir / "wb")) as wb:
         yield wb
+
+
+@pytest.fixture(scope="session")
+def config_file(tmp_path_factory) -> Path:
+    """A config file for CLI runs: results, caches and weights under a temp folder."""
+    root = tmp_path_factory.mktemp("cli")
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.update(results_dir=str(root / "results"), jobs=[])
+    cfg["face"]["cache_dir"] = str(root / "faces")
+    cfg["weights"]["dir"] = str(root / "weights")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path

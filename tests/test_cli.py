@@ -4,47 +4,13 @@ no output file left behind."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(
-    *args: str, cwd: Path | None = None, config: Path | None = None
-) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lipbench.cli"]
-    if config:
-        cmd += ["--config", str(config)]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
-    )
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr  # exactly one error line (warnings may precede it)
-    return errors[0]
-
-
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(results_dir=str(root / "results"), jobs=[])
-    cfg["face"]["cache_dir"] = str(root / "faces")
-    cfg["weights"]["dir"] = str(root / "weights")
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    return path
+from helpers import one_line_error
+from helpers import run_cli as run
 
 
 @pytest.mark.parametrize("lang,text", [("ru", "Привет, мир"), ("en", "Hello, world")])
@@ -147,7 +113,7 @@ def test_generate_writes_video_and_record(tmp_path, config_file):
         config=config_file,
     )
     assert proc.returncode == 0, proc.stderr
-    rec = json.loads((out.parent / "run.json").read_text())
+    rec = json.loads(out.with_name("result.run.json").read_text())
     assert rec["weights_trained"] is False and "SEEDED RANDOM" in proc.stdout + proc.stderr
     assert rec["frames"] > 0 and out.stat().st_size > 0
     assert rec["outputs"]["video"] == str(out)

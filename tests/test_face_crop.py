@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from face_helpers import astronaut_bgr
+from helpers import astronaut_bgr
 
 from lipbench import face
 

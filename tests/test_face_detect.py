@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from face_helpers import EXPECTED_XYWH, astronaut_bgr, near, shift, write_video
+from helpers import EXPECTED_XYWH, astronaut_bgr, near, shift, write_video
 
 from lipbench import face
 from lipbench.errors import FaceError, InputError

@@ -14,6 +14,7 @@ from scipy.signal import lfilter
 from .atomic import atomic_path
 from .errors import InputError, MediaError
 from .ffmpeg import run_ffmpeg
+from .video import probe
 
 SAMPLE_RATE = 16000
 # Wav2Lip's hparams: n_fft = win = 800, hop = 200 (80 mel frames per second at 16 kHz).
@@ -27,11 +28,15 @@ REF_LEVEL_DB = 20.0
 MIN_LEVEL_DB = -100.0
 MAX_ABS_VALUE = 4.0
 MEL_FRAMES_PER_SECOND = SAMPLE_RATE / HOP
+# A file that decodes to less than this share of its declared duration is called truncated.
+TRUNCATED_SHARE = 0.9
 
 
 def convert_to_wav16k(src: str | os.PathLike, dst: str | os.PathLike, ffmpeg: str = "auto") -> Path:
     """Decode any audio ffmpeg reads (mp3, wav, flac, ogg, any rate, stereo) into a 16 kHz
-    mono int16 WAV at ``dst``, atomically. Raises InputError/MediaError with a clear message."""
+    mono int16 WAV at ``dst``, atomically. Refuses, with one clear line, a file with no audio
+    stream, non-finite samples (NaN/Inf), or one that decodes much shorter than it declares
+    (a truncated download)."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise InputError(f"audio file not found: {src}", "check the path")
@@ -39,31 +44,48 @@ def convert_to_wav16k(src: str | os.PathLike, dst: str | os.PathLike, ffmpeg: st
         raise InputError(
             f"audio file is empty (0 bytes): {src}", "synthesize or record the audio again"
         )
+    try:
+        info = probe(src, ffmpeg)
+    except MediaError as exc:
+        raise InputError(exc.problem, exc.fix) from exc
+    if not info.has_audio:
+        raise InputError(
+            f"{src} has no audio stream",
+            "pass an audio file (wav, mp3, flac, ogg) or a video with sound",
+        )
     with atomic_path(dst) as tmp:
+        decoded = tmp.with_name(tmp.name + ".f32.wav")
         try:
-            run_ffmpeg(
-                [
-                    "-i",
-                    src,
-                    "-vn",
-                    "-ac",
-                    "1",
-                    "-ar",
-                    SAMPLE_RATE,
-                    "-c:a",
-                    "pcm_s16le",
-                    "-f",
-                    "wav",
-                    tmp,
-                ],
-                what=f"converting {src}",
-            )
+            # float32 first, so non-finite samples can be seen (int16 would turn NaN into −32768)
+            run_ffmpeg(["-i", src, "-vn", "-ac", "1", "-ar", SAMPLE_RATE, "-c:a", "pcm_f32le",
+                        "-f", "wav", decoded], what=f"converting {src}", setting=ffmpeg)  # fmt: skip
+            samples, _ = sf.read(str(decoded), dtype="float32", always_2d=False)
         except MediaError as exc:
             raise InputError(exc.problem, exc.fix) from exc
-        info = sf.info(str(tmp))
-        if info.frames == 0:
-            raise InputError(f"audio file has no samples: {src}", "pass a file that contains sound")
+        finally:
+            decoded.unlink(missing_ok=True)
+        check_samples(samples, src, info.duration_s)
+        # ffmpeg's own float → s16 conversion (lrintf(x · 2¹⁵), clipped), so bits are unchanged
+        pcm = np.clip(np.rint(samples.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+        sf.write(str(tmp), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return dst
+
+
+def check_samples(samples: np.ndarray, src: Path, declared_s: float | None) -> None:
+    if len(samples) == 0:
+        raise InputError(f"audio file has no samples: {src}", "pass a file that contains sound")
+    bad = int(np.count_nonzero(~np.isfinite(samples)))
+    if bad:
+        raise InputError(
+            f"{src} has {bad} non-finite samples (NaN or ±Inf) of {len(samples)}",
+            "re-export the audio from its source (a float WAV with broken samples)",
+        )
+    got = len(samples) / SAMPLE_RATE
+    if declared_s and got < TRUNCATED_SHARE * declared_s - 0.05:
+        raise InputError(
+            f"{src} declares {declared_s:.2f} s but only {got:.2f} s of it decodes (truncated?)",
+            "download or export the file again",
+        )
 
 
 def read_wav(path: str | os.PathLike) -> np.ndarray:

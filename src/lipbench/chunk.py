@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from .atomic import atomic_path, write_text_atomic
+from .config import resolve_device
 from .errors import LipbenchError
-from .jobs import frame_label, model_seed
+from .inputs import build_inputs
+from .jobs import frame_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
+from .plan import Plan
 from .record import ChunkRow, ReplicaRow, StageTimer, WeightsRow
 from .video import EncoderSettings, FrameWriter
 
@@ -107,6 +111,7 @@ def render_chunk(
     chunk's row (``identity`` gives chunk, model, replica, threads, device) and its edge
     frames + consecutive-frame steps for the seam metric."""
     started = time.time()
+    first_ts = started
     first = prev = None
     steps: list[float] = []
     render_s = 0.0
@@ -118,6 +123,7 @@ def render_chunk(
             writer.write(frame)
             if first is None:
                 first = frame.copy()
+                first_ts = time.time()
             if prev is not None:
                 steps.append(mean_abs_diff(prev, frame))
             prev = frame
@@ -128,7 +134,7 @@ def render_chunk(
     n = end - start
     row = ChunkRow(
         **identity, pid=os.getpid(), attempts=1, frame_start=start, frame_end=end, frames=n,
-        start_ts=started, end_ts=ended, start_offset_s=0.0, end_offset_s=0.0,
+        start_ts=started, first_frame_ts=first_ts, end_ts=ended, start_offset_s=0.0, end_offset_s=0.0,
         wall_s=round(ended - started, 4), render_s=round(render_s, 4),
         encode_s=round(ended - started - render_s, 4),
         fps=round(n / max(ended - started, 1e-9), 3), peak_rss_mb=peak_rss_mb(),
@@ -161,11 +167,6 @@ def render_plan_chunk(
 ) -> ChunkRow:
     """Render chunk ``index`` of a plan from the FULL-file mel, write the video-only chunk
     and its sidecars (stats with the replica's facts and CPU samples; edge frames)."""
-    from .config import resolve_device
-    from .jobs import threads_per_replica
-    from .pipeline import build_inputs
-    from .plan import Plan
-
     plan = Plan.load(plan_path)
     if not 0 <= index < plan.n_chunks:
         raise LipbenchError(
@@ -201,6 +202,7 @@ def render_plan_chunk(
         "row": row.to_dict(),
         "replica": loaded.replica_row(index, spec).to_dict(),
         "detect_s": timer.stages.get("detect", 0.0),
+        "process_start_ts": process_start_ts(),
         "render_options": dataclasses.asdict(loaded.renderer.options),
         "usage": {"t0": usage_t0, **usage.summary()},
     }
@@ -208,11 +210,17 @@ def render_plan_chunk(
     return row
 
 
+def process_start_ts() -> float:
+    """When this process started (epoch seconds): the origin of ``first_frame_s``."""
+    return psutil.Process().create_time()
+
+
 @dataclasses.dataclass
 class ChunkSidecar:
     row: ChunkRow
     replica: ReplicaRow
     detect_s: float
+    process_start_ts: float
     render_options: dict[str, Any]
     usage: dict[str, Any]
     edges: Edges
@@ -226,6 +234,7 @@ def load_sidecar(video: str | Path) -> ChunkSidecar:
         row=ChunkRow.from_dict(data["row"]),
         replica=ReplicaRow.from_dict(data["replica"]),
         detect_s=data["detect_s"],
+        process_start_ts=data["process_start_ts"],
         render_options=data["render_options"],
         usage=data["usage"],
         edges={"first": z["first"], "last": z["last"], "steps": list(z["steps"])},

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import tts
 from .config import deep_merge, load_config
 from .errors import LipbenchError
 from .jobs import STRATEGIES, output_names, positive, resolve_job
@@ -49,8 +50,6 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_tts(args: argparse.Namespace) -> int:
-    from . import tts
-
     if args.list:
         for e in tts.list_engines():
             langs = e["languages"]
@@ -126,7 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # Resolved before anything starts: a bad --models/--chunks/--threads/--out fails at once.
     resolve_job(cfg, args.strategy, _models(args.models), args.chunks, args.threads)
     output_names(args.out)
-    with Workbench(cfg) as wb:
+    with Workbench(cfg, in_process_single=True) as wb:
         rec = wb.generate(
             args.out, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
             chunks=args.chunks, engine=args.engine, avatar=args.avatar, threads=args.threads, progress=not args.no_progress,
@@ -158,9 +157,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Concat chunk videos (stream copy), mux the audio once, verify, write run.json."""
     from .stitch import merge_job
 
-    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunks, args.out, args.record,
+    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunk_files, args.out, args.record,
                            args.benchmarks, args.strategy, args.speech, args.tts_info)  # fmt: skip
-    print(json.dumps({"path": args.out, "chunks": len(args.chunks), "merge_s": merge_s}))
+    print(json.dumps({"path": args.out, "chunks": len(args.chunk_files), "merge_s": merge_s}))
     return 0
 
 
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tts", help="text → speech file")
     s.add_argument("--text")
     s.add_argument("--lang", default="en")
-    s.add_argument("--engine", choices=["auto", "piper", "espeak", "gtts"])
+    s.add_argument("--engine", choices=tts.ENGINES)
     s.add_argument("--out", help="output path (.wav; .mp3 for gtts)")
     s.add_argument("--list", action="store_true", help="list engines and their languages")
     s.set_defaults(func=cmd_tts)
@@ -222,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text")
     src.add_argument("--audio")
     s.add_argument("--lang")
-    s.add_argument("--engine", choices=["auto", "piper", "espeak", "gtts"])
+    s.add_argument("--engine", choices=tts.ENGINES)
     s.add_argument(
         "--avatar", help="image or video (default: the config's, i.e. the astronaut photo)"
     )
@@ -258,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="parallel", choices=STRATEGIES)
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
-    s.add_argument("--chunks", nargs="+", required=True, help="the chunk videos, in order")
+    s.add_argument(
+        "--chunks", nargs="+", required=True, dest="chunk_files", help="the chunk videos, in order"
+    )
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("bench", help="benchmark strategies / speed options")
@@ -300,11 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted — nothing was published; run the command again", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one line for users; -v shows the traceback
         if args.verbose:
             raise
+        if isinstance(exc, OSError) and exc.filename:  # an unwritable folder, a full disk, ...
+            print(f"error: cannot write or read {exc.filename}: {exc.strerror} — check the path and its permissions",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(
             f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)",
             file=sys.stderr,

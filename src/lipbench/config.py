@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-from .errors import InputError
+# jsonschema imports every optional format checker it finds; rfc3987_syntax builds a parser
+# at import (1–6 s on this machine kind). The schema uses no "format" keyword, so keep that
+# module out unless something else already loaded it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+import jsonschema  # noqa: E402
+
+from .errors import InputError  # noqa: E402
 
 SCHEMA_RESOURCE = "schema.yaml"
 ENV_CONFIG = "LIPBENCH_CONFIG"
@@ -42,8 +48,9 @@ def _with_defaults(validator_class: type) -> type:
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``config`` in place against the schema, filling defaults; return it."""
+def validate(config: dict[str, Any], source: str = "config/config.yaml") -> dict[str, Any]:
+    """Validate ``config`` in place against the schema, filling defaults; return it.
+    ``source`` names where the values came from, for the error's fix."""
     schema = load_schema()
     # Two passes: the first fills nested defaults (e.g. {} for a section), the second fills
     # the keys inside those freshly created sections.
@@ -54,7 +61,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
             raise InputError(
                 f"invalid configuration at {where}: {err.message}",
-                "fix that key in config/config.yaml (config/schema.yaml lists every key)",
+                f"fix that key in {source} (config/schema.yaml lists every key)",
             )
     return config
 
@@ -89,7 +96,7 @@ def load_config(
             ) from exc
     if overrides:
         cfg = deep_merge(cfg, overrides)
-    return validate(cfg)
+    return validate(cfg, str(cfg_path) if cfg_path else "the config")
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

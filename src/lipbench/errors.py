@@ -5,6 +5,10 @@ class LipbenchError(Exception):
     """A clear, user-facing error: what went wrong and how to fix it."""
 
     def __init__(self, problem: str, fix: str | None = None):
+        # Always one line: a multi-line cause (a YAML parser's report, a traceback tail) is
+        # folded, so the CLI prints exactly one `error:` line.
+        problem = " ".join(str(problem).split())
+        fix = " ".join(fix.split()) if fix else fix
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} — {fix}" if fix else problem)

@@ -18,21 +18,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import psutil
 from tqdm import tqdm
 
 from . import audio as audio_mod
 from . import tts as tts_mod
-from .chunk import ReplicaSpec
+from .chunk import ReplicaSpec, process_start_ts
 from .config import load_config, resolve_device
 from .errors import InputError
-from .face import detect_faces, load_avatar
+from .inputs import build_inputs
 from .jobs import Job, OutputNames, frame_label, output_names, resolve_job, threads_per_replica
 from .metrics import UsageSampler
-from .plan import frame_count, plan_from_config
+from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
 from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
-from .render import JobInputs
 from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")
@@ -80,26 +79,6 @@ def prepare_audio(
     return PreparedAudio(names.audio, speech, info)
 
 
-def build_inputs(
-    cfg: dict[str, Any], wav: Path, avatar: str | None, timer: StageTimer, job_id: str
-) -> tuple[JobInputs, np.ndarray]:
-    """Full-file mel (computed once) and the avatar's face boxes (cached on disk); also the
-    samples, for the planner."""
-    f = cfg["face"]
-    with timer.stage("detect"):
-        av = load_avatar(avatar or f["avatar"], max_side=f["max_side"])
-        boxes = detect_faces(
-            av, f["detector"], tuple(f["pads"]), f["smooth_frames"], f["cache_dir"]
-        )
-    with timer.stage("split"):
-        samples = audio_mod.read_wav(wav)
-        mel = audio_mod.melspectrogram(samples)
-    n = frame_count(len(samples), float(cfg["fps"]))
-    inputs = JobInputs(mel=mel, n_frames=n, fps=float(cfg["fps"]), avatar=av, boxes=boxes,
-                       meta={"key": job_id})  # fmt: skip
-    return inputs, samples
-
-
 def refuse_overwriting_input(names: OutputNames, inputs: list[str | os.PathLike | None]) -> None:
     """An output path equal to (or holding) an input path would destroy the user's file."""
     outs = [p.resolve() for p in names.all()]
@@ -126,11 +105,23 @@ def publish(staging: OutputNames, final: OutputNames) -> None:
     os.replace(staging.record, final.record)
 
 
+def remove_stale_staging(final: OutputNames) -> None:
+    """A run killed with SIGKILL leaves its staging folder behind (never a published file):
+    the next run for the same --out removes those whose process is gone."""
+    for d in final.video.parent.glob(f".{final.video.stem}.staging-*"):
+        pid = d.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class Workbench:
     """Config + warm replica pools. ``generate`` runs one job with a chosen strategy."""
 
-    def __init__(self, cfg: dict[str, Any] | None = None):
+    def __init__(self, cfg: dict[str, Any] | None = None, in_process_single: bool = False):
+        """``in_process_single``: a one-replica pool runs on a thread of this process (the
+        CLI's sequential path starts faster: no second interpreter, no second torch import)."""
         self.cfg = cfg if cfg is not None else load_config()
+        self.in_process_single = in_process_single
         self._pools: dict[tuple, ReplicaPool] = {}
         self._leases: dict[tuple, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -151,7 +142,7 @@ class Workbench:
             if key not in self._pools:
                 device = resolve_device(self.cfg)
                 specs = [ReplicaSpec.from_config(self.cfg, m, threads, device) for m in models]
-                pool = ReplicaPool(specs)
+                pool = ReplicaPool(specs, in_process=self.in_process_single and len(specs) == 1)
                 for r in pool.replica_rows():
                     if not r.weights.trained:
                         log.warning("replica %d (%s): no checkpoint found — SEEDED RANDOM weights, output is not a trained lip-sync",
@@ -180,7 +171,10 @@ class Workbench:
         final = output_names(out)
         refuse_overwriting_input(final, [audio, avatar])
         final.video.parent.mkdir(parents=True, exist_ok=True)
-        staging_dir = final.video.parent / f".{final.video.stem}.staging-{uuid.uuid4().hex[:8]}"
+        remove_stale_staging(final)
+        staging_dir = (
+            final.video.parent / f".{final.video.stem}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
         stage = output_names(staging_dir / final.video.name)
         stage.side.mkdir(parents=True)
         try:
@@ -258,8 +252,13 @@ class Workbench:
             cpu=usage.summary(),
             label=inputs.label,
             tts=prepared.tts,
-            render_options=asdict(pool.specs[0].render_options),
+            # as the replicas resolved them (batch size "auto" → the calibrated number)
+            render_options={
+                **asdict(pool.specs[0].render_options),
+                "batch_size": replicas[0].batch_size,
+            },
             one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
+            process_start_ts=process_start_ts(),
         )
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ import itertools
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,29 @@ __all__ = ["ChunkFailed", "ChunkTask", "ReplicaPool", "ReplicaSpec"]
 
 class ChunkFailed(LipbenchError):
     pass
+
+
+class _InProcess:
+    """A replica hosted on a thread of this process (the process API the pool uses): for a
+    one-replica pool it saves a second interpreter and a second torch import at start-up.
+    It runs the same ``replica_main``; it cannot be killed, so a fault is not retried."""
+
+    def __init__(self, target: Callable[..., None], args: tuple, name: str):
+        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self.pid = os.getpid()
+        self.exitcode: int | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def kill(self) -> None:  # a thread cannot be killed; its daemon flag ends it at exit
+        pass
 
 
 @dataclass
@@ -68,10 +93,13 @@ class _Batch:
 class ReplicaPool:
     """A fixed set of replicas. ``render_chunks`` runs tasks across them and returns rows."""
 
-    def __init__(self, specs: list[ReplicaSpec]):
+    def __init__(self, specs: list[ReplicaSpec], in_process: bool = False):
         if not specs:
             raise ValueError("a pool needs at least one replica")
+        if in_process and len(specs) != 1:
+            raise ValueError("only a one-replica pool can run in this process")
         self.specs = specs
+        self.in_process = in_process
         self._ctx = mp.get_context("spawn")  # fork + torch threads is unsafe
         self._backlog: list[Message] = []  # messages read while waiting for a replica to start
         self.replicas: list[_Replica] = []
@@ -101,14 +129,15 @@ class ReplicaPool:
         # One result pipe per replica, never a shared queue: a replica killed while writing
         # would otherwise die holding the shared queue's lock and block every other writer.
         reader, writer = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(
-            target=replica_main,
-            args=(replica_id, spec, tasks, writer),
-            daemon=True,
-            name=f"replica-{replica_id}-{spec.model}",
-        )
-        proc.start()
-        writer.close()  # only the child writes; its death then shows as EOF here
+        name = f"replica-{replica_id}-{spec.model}"
+        args = (replica_id, spec, tasks, writer)
+        if self.in_process:
+            proc: Any = _InProcess(replica_main, args, name)
+            proc.start()
+        else:
+            proc = self._ctx.Process(target=replica_main, args=args, daemon=True, name=name)
+            proc.start()
+            writer.close()  # only the child writes; its death then shows as EOF here
         return _Replica(replica_id, spec, proc, tasks, reader)
 
     def _poll(self, timeout: float, backlog: bool = True) -> list[Message]:

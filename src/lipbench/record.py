@@ -95,6 +95,7 @@ class ChunkRow(_Typed):
     frame_end: int
     frames: int
     start_ts: float
+    first_frame_ts: float  # when this chunk's first frame was rendered
     end_ts: float
     start_offset_s: float
     end_offset_s: float
@@ -133,6 +134,9 @@ class Timings(_Typed):
     infer: float
     merge: float
     total: float
+    # process start → the video's first frame rendered (pool: the process that ran the job;
+    # workflow: chunk 0's job); what a viewer would wait before anything could play
+    first_frame_s: float | None = None
 
 
 @dataclass
@@ -232,10 +236,13 @@ def build_record(
     tts: TTSInfo | None,
     render_options: dict[str, Any],
     one_chunk_on_full_replica: bool,
+    process_start_ts: float,
     snakemake_benchmarks: dict[str, float] | None = None,
 ) -> RunRecord:
     """The run record of either path; chunk offsets are filled from the first start."""
     t0 = min(c.start_ts for c in chunks)
+    first = min(chunks, key=lambda c: c.chunk)
+    timings.first_frame_s = round(first.first_frame_ts - process_start_ts, 4)
     for c in chunks:
         c.start_offset_s = round(c.start_ts - t0, 4)
         c.end_offset_s = round(c.end_ts - t0, 4)

@@ -28,7 +28,6 @@ log = logging.getLogger("lipbench.render")
 MEL_STEP = 16  # mel frames per window (0.2 s)
 
 
-
 def mel_window_starts(n_frames: int, n_mel: int, fps: float, first: int = 0) -> np.ndarray:
     """Start of frame i's 16-frame window: int(i * 80 / fps), clamped to the last full window."""
     i = np.arange(first, first + n_frames)

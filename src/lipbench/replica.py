@@ -5,10 +5,12 @@ Also the typed messages it exchanges with its pool (`lipbench.pool`).
 from __future__ import annotations
 
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from .chunk import load_renderer, render_chunk
 from .errors import LipbenchError
 
 # --- parent → replica ---------------------------------------------------------------------
@@ -75,9 +77,8 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any) -> None:
     """Worker process: load the checkpoint once, then render tasks until a ``None`` task."""
     # Ctrl-C reaches the whole process group: the parent decides, the replica just stops
     # when told (or is killed), so no traceback from here.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .chunk import load_renderer, render_chunk
-
+    if threading.current_thread() is threading.main_thread():  # not when hosted in-process
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         loaded = load_renderer(spec)
     except LipbenchError as exc:

@@ -120,6 +120,7 @@ def merge_job(
         else None,
         render_options=cars[0].render_options,
         one_chunk_on_full_replica=False,  # each chunk job has the threads the rule gave it
+        process_start_ts=min(cars, key=lambda c: c.row.chunk).process_start_ts,
         snakemake_benchmarks=bench,
     )
     rec.write(record)
