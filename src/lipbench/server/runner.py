@@ -120,7 +120,7 @@ def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> di
     """The response: the run record's own numbers (no second measurement), plus render_s,
     the WAV → MP4 part that a comparison of strategies compares."""
     t = rec.timings
-    timings = {k: float(v) for k, v in t.to_dict().items()}
+    timings = {k: float(v) for k, v in t.to_dict().items() if v is not None}
     return {
         "id": job.id,
         "video_url": f"/videos/{job.id}.mp4",
