@@ -170,9 +170,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import server
+    from .server import serve
 
-    return server.main(args, _cfg(args))
+    return serve(_cfg(args), host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("serve", help="web API + /parallel_test page")
-    s.add_argument("--host", default=None)
-    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--host", default=None, help="default: server.host (127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="default: server.port (3000)")
     s.set_defaults(func=cmd_serve)
     return p
 

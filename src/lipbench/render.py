@@ -100,16 +100,18 @@ def face_input(face96: np.ndarray) -> np.ndarray:
 
 
 def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:
+    """White text on a black box in the TOP-left corner: a browser player's controls cover
+    the bottom of the picture."""
     h = frame.shape[0]
     scale = max(0.35, h / 900)
     thick = max(1, round(scale * 2))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    x, y = 6, h - 6
-    cv2.rectangle(frame, (x - 3, y - th - base - 3), (x + tw + 3, y + 3), (0, 0, 0), -1)
+    x, y = 6, 6 + th  # y: the text's baseline
+    cv2.rectangle(frame, (x - 3, y - th - 3), (x + tw + 3, y + base + 3), (0, 0, 0), -1)
     cv2.putText(
         frame,
         text,
-        (x, y - base + 1),
+        (x, y),
         cv2.FONT_HERSHEY_SIMPLEX,
         scale,
         (255, 255, 255),

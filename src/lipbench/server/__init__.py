@@ -1,0 +1,37 @@
+"""Web API and the ``/parallel_test`` page (``lipbench serve``).
+
+One ``Workbench`` per server: its sequential pool (one replica with every thread) and its
+parallel pool (the configured replicas) start once, at start-up; the Workbench leases each
+pool to one job at a time, so no replica ever serves two jobs, whatever
+``server.max_running`` is (a one-chunk parallel job renders on the sequential pool and
+waits for its lease). Jobs run in worker threads behind a bounded queue (429 +
+Retry-After beyond it).
+
+Modules (each imports only those above it):
+``schemas`` request/response bodies and the error body · ``queue`` the bounded job queue ·
+``errors`` error responses and handlers · ``middleware`` Host allow-list, body limit ·
+``storage`` finished jobs on disk, bounded, re-indexed on start · ``state`` Workbench,
+queue, store, warm-up, shutdown · ``runner`` one generate request · ``app`` routes ·
+``launch`` ``lipbench serve``.
+
+Videos and audio are reached only by the opaque ids the server handed out; no
+client-supplied path ever reaches the file system.
+"""
+
+from .app import create_app, static_dir, swagger_assets
+from .launch import check_port, serve
+from .queue import JobQueue, QueueFull
+from .state import ServerState
+from .storage import JobStore
+
+__all__ = [
+    "JobQueue",
+    "JobStore",
+    "QueueFull",
+    "ServerState",
+    "check_port",
+    "create_app",
+    "serve",
+    "static_dir",
+    "swagger_assets",
+]

@@ -1,0 +1,138 @@
+"""A bounded job queue: at most ``max_running`` jobs run (each in a worker thread), at most
+``max_waiting`` wait for a slot, the rest are refused with ``QueueFull`` (HTTP 429).
+
+A running job's slot is released when its *thread* returns, never when the request that
+started it goes away, so a departed client cannot let a second job onto busy replicas. A
+request cancelled while it waits gives its place up and its job never starts; one cancelled
+while its job runs sets the job's cancel flag (the job stops at its next batch boundary
+where the workbench supports it; see ``runner``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger("lipbench.server")
+
+DEFAULT_JOB_S = 10.0  # Retry-After estimate before any job has finished
+
+
+class QueueFull(Exception):
+    """Every running and waiting slot is taken."""
+
+    def __init__(self, running: int, waiting: int, retry_after: int):
+        self.running, self.waiting, self.retry_after = running, waiting, retry_after
+        super().__init__(f"the job queue is full ({running} running, {waiting} waiting)")
+
+
+class JobQueue:
+    def __init__(self, max_running: int, max_waiting: int):
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("max_running must be ≥ 1 and max_waiting ≥ 0")
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.running = 0
+        self.waiting = 0
+        self.cancelled = 0  # waiting jobs dropped because their client left
+        self.abandoned = 0  # running jobs whose client left (told to stop; output discarded)
+        self.completed = 0
+        self._sem: asyncio.Semaphore | None = None
+        self._executor = ThreadPoolExecutor(max_running, thread_name_prefix="lipbench-job")
+        self._durations: deque[float] = deque(maxlen=20)
+        self._flags: set[threading.Event] = set()  # cancel flags of running jobs
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # Created on first use so it belongs to the server's event loop.
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.max_running)
+        return self._sem
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: recent mean job time × jobs ahead / slots."""
+        mean = statistics.fmean(self._durations) if self._durations else DEFAULT_JOB_S
+        ahead = self.waiting + 1
+        return max(1, math.ceil(mean * ahead / self.max_running))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "waiting": self.waiting,
+            "max_running": self.max_running,
+            "max_waiting": self.max_waiting,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "abandoned": self.abandoned,
+        }
+
+    async def run(
+        self,
+        fn: Callable[[], Any],
+        cancel: threading.Event | None = None,
+        on_abandon: Callable[[asyncio.Future], None] | None = None,
+    ) -> Any:
+        """Run ``fn`` in a worker thread once a slot is free; return its result.
+
+        When the awaiting task is cancelled while ``fn`` runs, ``cancel`` is set (``fn`` may
+        watch it) and ``on_abandon(future)`` is called on the event loop once the thread
+        has returned.
+        """
+        if self.running + self.waiting >= self.max_running + self.max_waiting:
+            raise QueueFull(self.running, self.waiting, self.retry_after())
+        sem = self._semaphore()
+        self.waiting += 1
+        try:
+            await sem.acquire()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        flag = cancel or threading.Event()
+        self._flags.add(flag)
+        t0 = time.monotonic()
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+        def release(f: asyncio.Future) -> None:
+            self.running -= 1
+            self.completed += 1
+            self._flags.discard(flag)
+            if not f.cancelled() and f.exception() is None and not flag.is_set():
+                self._durations.append(time.monotonic() - t0)
+            sem.release()
+
+        fut.add_done_callback(release)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            self.abandoned += 1
+            flag.set()
+            fut.add_done_callback(_abandoned(on_abandon))
+            raise
+
+    def close(self) -> None:
+        """Tell running jobs to stop; drop jobs not yet started."""
+        for flag in list(self._flags):
+            flag.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _abandoned(
+    on_abandon: Callable[[asyncio.Future], None] | None,
+) -> Callable[[asyncio.Future], None]:
+    def done(f: asyncio.Future) -> None:
+        if not f.cancelled() and f.exception() is not None:  # retrieve it: no "never retrieved"
+            log.info("an abandoned job ended with: %s", f.exception())
+        if on_abandon:
+            on_abandon(f)
+
+    return done

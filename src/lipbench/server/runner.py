@@ -1,0 +1,147 @@
+"""One generate request: queue the job, wait for it while watching the client, answer with
+the run record's numbers.
+
+A client that leaves while its job **waits** gives its place up (the job never starts). One
+that leaves while its job **runs** gets the job cancelled: the queue sets the job's cancel
+flag, which the workbench checks at each batch boundary (``Workbench.generate(cancel=…)``),
+so the slot frees within one batch and the replicas stay warm; the job's folder is removed.
+A workbench without that parameter finishes the job first (its slot stays taken until
+then, so replicas are never shared) and the output is discarded all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from ..errors import InputError, LipbenchError
+from ..jobs import cpu_cores
+from ..record import RunRecord
+from .errors import error_response, lipbench_response, on_unexpected, queue_full_response
+from .queue import QueueFull
+from .state import ServerState
+from .storage import StoredJob
+
+log = logging.getLogger("lipbench.server")
+
+POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
+
+
+async def run_job(state: ServerState, request: Request, strategy: str, body: Any) -> Any:
+    job_id = secrets.token_hex(16)
+    names = state.store.names(job_id)
+    cancel = threading.Event()
+    source: dict[str, Any] = {"text": body.text, "lang": body.lang, "engine": body.engine}
+    if body.audio_id is not None:
+        try:
+            source = {"audio": state.store.pin(body.audio_id)}
+        except InputError as exc:
+            return error_response(422, exc.problem, exc.fix, errors=[
+                {"field": "audio_id", "message": exc.problem}])  # fmt: skip
+    release = _once(lambda: state.store.unpin(body.audio_id) if body.audio_id else None)
+    kwargs: dict[str, Any] = dict(source, strategy=strategy, chunks=getattr(body, "chunks", None),
+                                  progress=False)  # fmt: skip
+    if state.cancellable:
+        kwargs["cancel"] = cancel
+
+    def work() -> RunRecord:
+        try:
+            return state.wb.generate(names.video, **kwargs)
+        finally:
+            release()  # the earlier job's WAV may be removed by the policy from now on
+
+    def abandoned(_f: asyncio.Future) -> None:
+        log.info("job %s: client left while it ran; stopped and its output discarded", job_id)
+        state.store.discard(job_id)
+
+    t0 = time.monotonic()
+    queued = asyncio.ensure_future(state.queue.run(work, cancel, on_abandon=abandoned))
+    try:
+        while not queued.done():
+            await asyncio.wait({queued}, timeout=POLL_S)
+            if not queued.done() and await request.is_disconnected():
+                log.info("job %s (%s): client disconnected; cancelling", job_id, strategy)
+                queued.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await queued
+                return JSONResponse({"detail": "client disconnected"}, status_code=CLIENT_GONE)
+        rec: RunRecord = queued.result()
+    except QueueFull as exc:
+        return queue_full_response(exc)
+    except LipbenchError as exc:
+        state.store.discard(job_id)
+        log.warning("job %s (%s) failed: %s", job_id, strategy, exc)
+        return lipbench_response(exc)
+    except Exception as exc:  # noqa: BLE001 - logged here, reported without a traceback
+        state.store.discard(job_id)
+        return await on_unexpected(request, exc)
+    finally:
+        if not queued.done():
+            queued.cancel()
+        if not cancel.is_set():  # not left running in a thread: it started and ended, or never ran
+            release()
+    stored = await asyncio.to_thread(state.store.add, job_id, strategy, body.audio_id)  # hashes
+    log.info("job %s (%s): %s s → %s", job_id, strategy, rec.timings.total, names.video)
+    return response_from_record(stored, rec, time.monotonic() - t0)
+
+
+def _once(fn: Callable[[], Any]) -> Callable[[], None]:
+    """``fn`` at most once, from whichever thread gets there first."""
+    lock = threading.Lock()
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        with lock:
+            if done:
+                return
+            done = True
+        fn()
+
+    return call
+
+
+CHUNK_KEYS = ("chunk", "replica", "model", "frame_start", "frame_end", "frames",
+              "start_offset_s", "end_offset_s", "wall_s", "fps")  # fmt: skip
+
+
+def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> dict[str, Any]:
+    """The response: the run record's own numbers (no second measurement), plus render_s,
+    the WAV → MP4 part that a comparison of strategies compares."""
+    t = rec.timings
+    timings = {k: float(v) for k, v in t.to_dict().items() if v is not None}
+    return {
+        "id": job.id,
+        "video_url": f"/videos/{job.id}.mp4",
+        "audio_id": job.id,
+        "audio_sha256": job.audio_sha256,
+        "audio_from": job.audio_from,
+        "strategy": rec.strategy,
+        "models": rec.models,
+        "timings": timings,
+        "render_s": round(t.total - t.tts - t.convert, 4),
+        "plan": rec.plan,
+        "weights": {m: w.to_dict() for m, w in rec.weights.items()},
+        "weights_trained": rec.weights_trained,
+        "weights_note": rec.weights_note,
+        "audio_duration_s": rec.audio_duration_s,
+        "frames": rec.frames,
+        "fps": rec.fps,
+        "render_fps": rec.render_fps,
+        "chunks": [{k: getattr(c, k) for k in CHUNK_KEYS} for c in rec.chunks],
+        "tts": rec.tts.to_dict() if rec.tts else None,
+        "queue_wait_s": round(max(0.0, elapsed_s - t.total), 3),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "cores": cpu_cores(),
+    }
