@@ -132,18 +132,18 @@ class FakeWorkbench:
 
 
 class CancellableWorkbench(FakeWorkbench):
-    """Has the hook: ``generate(cancel=…)`` stops at the next 'batch' once it is set."""
+    """Has the hook: ``generate(should_stop=…)`` stops at the next 'batch' once it is true."""
 
     def generate(self, out: Any, text: str | None = None, audio: Any = None,
-                 cancel: threading.Event | None = None, **kw: Any) -> RunRecord:  # fmt: skip
-        self.cancel_seen = cancel
-        return super().generate(out, text, audio, cancel=cancel, **kw)
+                 should_stop: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
+        self.cancel_seen = should_stop
+        return super().generate(out, text, audio, should_stop=should_stop, **kw)
 
     def _hold(self, kw: dict[str, Any]) -> None:
         deadline = time.monotonic() + 30
         while not self.gate.wait(0.02):  # one 'batch'
             assert time.monotonic() < deadline, "test gate never released"
-            if kw["cancel"].is_set():
+            if kw["should_stop"]():
                 raise LipbenchError("job cancelled")
 
 
@@ -711,7 +711,7 @@ def test_running_job_of_a_departed_client_is_cancelled(gated_cancellable):
         assert sent[0]["status"] == 499
         await _until(lambda: q.running == 0)  # stopped, not finished: the gate is closed
         assert q.abandoned == 1 and wb.finished == []
-        assert wb.cancel_seen.is_set()
+        assert wb.cancel_seen()
         wb.gate.set()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:

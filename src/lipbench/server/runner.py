@@ -3,7 +3,7 @@ the run record's numbers.
 
 A client that leaves while its job **waits** gives its place up (the job never starts). One
 that leaves while its job **runs** gets the job cancelled: the queue sets the job's cancel
-flag, which the workbench checks at each batch boundary (``Workbench.generate(cancel=…)``),
+flag, which the workbench checks at each batch boundary (``Workbench.generate(should_stop=…)``),
 so the slot frees within one batch and the replicas stay warm; the job's folder is removed.
 A workbench without that parameter finishes the job first (its slot stays taken until
 then, so replicas are never shared) and the output is discarded all the same.
@@ -53,7 +53,7 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
     kwargs: dict[str, Any] = dict(source, strategy=strategy, chunks=getattr(body, "chunks", None),
                                   progress=False)  # fmt: skip
     if state.cancellable:
-        kwargs["cancel"] = cancel
+        kwargs["should_stop"] = cancel.is_set
 
     def work() -> RunRecord:
         try:

@@ -44,8 +44,8 @@ class ServerState:
 
     @property
     def cancellable(self) -> bool:
-        """Whether the workbench can stop a running job at a batch boundary (``cancel=``)."""
-        return "cancel" in inspect.signature(self.wb.generate).parameters
+        """Whether the workbench can stop a running job at a batch boundary (``should_stop=``)."""
+        return "should_stop" in inspect.signature(self.wb.generate).parameters
 
     def models(self, strategy: str) -> list[str]:
         return list(self.wb.job(strategy).models)
