@@ -79,3 +79,22 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
     for rec in (a, b):
         for key in ("video", "record", "audio", "plan"):
             assert Path(rec["outputs"][key]).exists(), (rec["engine"], key)
+
+
+def _row(start: float, end: float):
+    from lipbench.record import ChunkRow
+
+    return ChunkRow(chunk=0, model="gan", replica=0, pid=1, threads=1, device="cpu", attempts=1,
+                    frame_start=0, frame_end=1, frames=1, start_ts=start, first_frame_ts=start,
+                    end_ts=end, start_offset_s=0, end_offset_s=0, wall_s=end - start, render_s=0,
+                    encode_s=0, fps=0, peak_rss_mb=0)  # fmt: skip
+
+
+def test_busy_seconds_is_the_union_of_render_intervals():
+    """A chunk job that waited in a queue shows as idle time inside `infer`."""
+    from lipbench.record import busy_seconds
+
+    assert busy_seconds([_row(0, 4), _row(1, 3)]) == 4  # nested
+    assert busy_seconds([_row(0, 2), _row(1, 5)]) == 5  # overlapping
+    assert busy_seconds([_row(0, 2), _row(7, 9)]) == 4  # 5 s in a queue between them
+    assert busy_seconds([_row(3, 3)]) == 0

@@ -137,6 +137,9 @@ class Timings(_Typed):
     # process start → the video's first frame rendered (pool: the process that ran the job;
     # workflow: chunk 0's job); what a viewer would wait before anything could play
     first_frame_s: float | None = None
+    # within `infer`: time when no chunk was rendering (a chunk job waiting in a Slurm or
+    # Snakemake queue, or loading its model); infer − idle = time some chunk was rendering
+    infer_idle_s: float | None = None
 
 
 @dataclass
@@ -243,6 +246,7 @@ def build_record(
     t0 = min(c.start_ts for c in chunks)
     first = min(chunks, key=lambda c: c.chunk)
     timings.first_frame_s = round(first.first_frame_ts - process_start_ts, 4)
+    timings.infer_idle_s = round(max(0.0, timings.infer - busy_seconds(chunks)), 4)
     for c in chunks:
         c.start_offset_s = round(c.start_ts - t0, 4)
         c.end_offset_s = round(c.end_ts - t0, 4)
@@ -286,6 +290,17 @@ def build_record(
         versions=versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+
+
+def busy_seconds(chunks: list[ChunkRow]) -> float:
+    """Length of the union of the chunks' [start, end] intervals."""
+    total, reach = 0.0, float("-inf")
+    for c in sorted(chunks, key=lambda c: c.start_ts):
+        start = max(c.start_ts, reach)
+        if c.end_ts > start:
+            total += c.end_ts - start
+        reach = max(reach, c.end_ts)
+    return total
 
 
 def _default(o: Any) -> Any:
