@@ -254,3 +254,22 @@ def test_clear_lines_for_bad_files_and_configs(config_file, tmp_path):
     big.write_text(yaml.safe_dump(cfg))
     line = one_line_error(run_cli("plan", png, config=big))
     assert "fps" in line and str(big) in line  # a config value: the fix names that file
+
+
+def test_large_avatar_is_downscaled_end_to_end(config_file, speech_wav, tmp_path):
+    """Case 11: a 4000×4000 avatar → frames within face.max_side (1920), one log line."""
+    import cv2
+    from helpers import astronaut_bgr
+
+    big = tmp_path / "big.png"
+    canvas = np.full((4000, 4000, 3), 128, np.uint8)
+    canvas[1000:3000, 1000:3000] = cv2.resize(
+        astronaut_bgr(), (2000, 2000), interpolation=cv2.INTER_AREA
+    )
+    cv2.imwrite(str(big), canvas)
+    out = tmp_path / "o" / "big.mp4"
+    proc = generate(config_file, "--audio", speech_wav, "--avatar", big, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    info = video.probe(out)
+    assert (info.width, info.height) == (1920, 1920)
+    assert len([ln for ln in proc.stderr.splitlines() if "downscaled" in ln]) == 1
