@@ -158,7 +158,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .stitch import merge_job
 
     merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunk_files, args.out, args.record,
-                           args.benchmarks, args.strategy, args.speech, args.tts_info)  # fmt: skip
+                           args.benchmarks, args.strategy, args.speech, args.tts_info, args.job_info)  # fmt: skip
     print(json.dumps({"path": args.out, "chunks": len(args.chunk_files), "merge_s": merge_s}))
     return 0
 

@@ -165,6 +165,22 @@ class Outputs(_Typed):
 
 
 @dataclass
+class Placement(_Typed):
+    """Where and when a workflow chunk job ran, from its own stamps (job_info.sh): queue
+    wait (SLURM only), start-up on the node, set-up (process start, imports, model load,
+    detection), render. Seconds."""
+
+    chunk: int
+    host: str
+    slurm_job_id: int | None
+    queue_wait_s: float | None
+    node_startup_s: float | None
+    setup_s: float
+    render_s: float
+    job_s: float
+
+
+@dataclass
 class TTSInfo(_Typed):
     engine: str
     lang: str
@@ -201,6 +217,7 @@ class RunRecord(_Typed):
     tts: TTSInfo | None
     render_options: dict[str, Any]
     snakemake_benchmarks: dict[str, float]
+    placements: list[Placement] | None  # workflow runs: each chunk job's queue wait etc.
     machine: dict[str, Any]
     versions: dict[str, str]
     created: str
@@ -212,6 +229,7 @@ class RunRecord(_Typed):
         "outputs": Outputs,
         "model_load": ModelLoad,
         "tts": TTSInfo,
+        "placements": Placement,
     }
 
     def write(self, path: str | Path) -> Path:
@@ -241,6 +259,7 @@ def build_record(
     one_chunk_on_full_replica: bool,
     process_start_ts: float,
     snakemake_benchmarks: dict[str, float] | None = None,
+    placements: list[Placement] | None = None,
 ) -> RunRecord:
     """The run record of either path; chunk offsets are filled from the first start."""
     t0 = min(c.start_ts for c in chunks)
@@ -286,6 +305,7 @@ def build_record(
         tts=tts,
         render_options=render_options,
         snakemake_benchmarks=snakemake_benchmarks or {},
+        placements=placements,
         machine=machine(),
         versions=versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

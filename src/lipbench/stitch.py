@@ -15,7 +15,16 @@ from .chunk import load_sidecar
 from .errors import InputError
 from .jobs import frame_label
 from .plan import Plan
-from .record import ModelLoad, Outputs, RunRecord, Timings, TTSInfo, build_record
+from .record import (
+    ChunkRow,
+    ModelLoad,
+    Outputs,
+    Placement,
+    RunRecord,
+    Timings,
+    TTSInfo,
+    build_record,
+)
 from .video import merge_chunks
 
 
@@ -30,6 +39,23 @@ def read_benchmarks(files: list[str | os.PathLike] | None) -> dict[str, float]:
             if "s" in head:
                 out[tsv.stem] = round(float(row[head.index("s")]), 4)
     return out
+
+
+def placement(row: ChunkRow, info: dict[str, Any]) -> Placement | None:
+    """A chunk job's placement from its job_info.sh stamps, trusted only when they enclose
+    the chunk's own render stamps (the same attempt)."""
+    step0, step1 = info.get("step_start_ts"), info.get("step_end_ts")
+    if step0 is None or step1 is None or not step0 <= row.start_ts <= row.end_ts <= step1:
+        return None
+    submit, start = info.get("submit_ts"), info.get("slurm_start_ts")
+    slurm = submit is not None and start is not None
+    return Placement(
+        chunk=row.chunk, host=str(info.get("host")), slurm_job_id=info.get("slurm_job_id"),
+        queue_wait_s=round(start - submit, 3) if slurm else None,
+        node_startup_s=round(step0 - start, 3) if slurm else None,
+        setup_s=round(row.start_ts - step0, 3), render_s=round(row.end_ts - row.start_ts, 3),
+        job_s=round(step1 - step0, 3),
+    )  # fmt: skip
 
 
 def joined_usage(usages: list[dict[str, Any]], t0: float) -> dict[str, Any]:
@@ -60,6 +86,7 @@ def merge_job(
     strategy: str = "parallel",
     speech: str | None = None,
     tts_info: str | Path | None = None,
+    job_info: list[str | os.PathLike] | None = None,
 ) -> tuple[float, RunRecord | None]:
     """Merge, verify and (with ``record``) write run.json. Returns (merge seconds, record)."""
     plan = Plan.load(plan_path)
@@ -93,6 +120,8 @@ def merge_job(
     job_s = [bench.get(f"infer_chunk_{r.chunk}") for r in rows]
     have_jobs = all(j is not None for j in job_s)
     info = json.loads(Path(tts_info).read_text()) if tts_info else None
+    stamps = [json.loads(Path(j).read_text()) for j in job_info or []]
+    placed = [placement(r, i) for r, i in zip(rows, stamps, strict=False)]
     rec = build_record(
         engine="snakemake",
         strategy=strategy,
@@ -122,6 +151,7 @@ def merge_job(
         one_chunk_on_full_replica=False,  # each chunk job has the threads the rule gave it
         process_start_ts=min(cars, key=lambda c: c.row.chunk).process_start_ts,
         snakemake_benchmarks=bench,
+        placements=placed if placed and all(placed) else None,  # type: ignore[arg-type]
     )
     rec.write(record)
     return merge_s, rec

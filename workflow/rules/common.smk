@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 
 from lipbench import tts
 from lipbench.errors import LipbenchError
-from lipbench.jobs import resolve_job, uses_gpu
+from lipbench.jobs import has_nvidia_driver, resolve_job, uses_gpu
 
 REPO = Path(workflow.basedir)
 RESULTS = config["results_dir"]
@@ -149,8 +149,6 @@ PAPERMILL = python_tool("papermill")
 NBCONVERT = python_tool("nbconvert")
 # `--use-conda` runs each step in the project's own environment.yml (relative to this folder).
 ENV = "../../environment.yml"
-# GPUs are requested only when the config asks for CUDA; `auto` resolves on the node.
-GPU = 1 if uses_gpu(config) else 0
 
 
 wildcard_constraints:

@@ -3,7 +3,11 @@ the chunk (GAN/NOGAN), renders the chunk's frame range from the FULL-file mel an
 video-only chunk with its stats (.json) and edge frames (.npz) beside it.
 
 Unlike the in-process replica pool, every chunk job pays process start, imports and the
-model load itself; its benchmark TSV records that, and `merge` puts it in run.json."""
+model load itself; its benchmark TSV records that, and `merge` puts it in run.json. Beside
+the TSV, `infer_chunk_{k}.job.json` says where and when the job ran (host; on SLURM the job
+id and its submit/start times), so queue wait can be told apart from render time."""
+
+include: "execution.smk"
 
 
 rule infer_chunk:
@@ -16,20 +20,23 @@ rule infer_chunk:
         video=res("{job}/chunks/{k}.mp4"),
         stats=res("{job}/chunks/{k}.json"),
         edges=res("{job}/chunks/{k}.npz"),
+        job_info=res("{job}/benchmarks/infer_chunk_{k}.job.json"),
     params:
         lipbench=LIPBENCH,
+        job_info=JOB_INFO,
         model=chunk_model,
         avatar=lambda wc: JOBS[wc.job]["avatar"],
         settings=settings("fps", "seed", "device", "render", "face", "weights", "video"),
         chunk_dir=lambda wc, output: str(Path(output.video).parent),
-    threads: chunk_threads
+        benchmark=lambda wc: res(f"{wc.job}/benchmarks/infer_chunk_{wc.k}.tsv"),
+    threads: chunk_job_threads
     resources:
         # One Wav2Lip replica + the avatar + ffmpeg: peak RSS ≈ 0.9 GB on the default avatar.
         mem_mb=lambda wc, attempt: 3000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
-        # gpu=1 on CUDA, so `--resources gpu=K` bounds the chunks on the GPU at once (and the
-        # SLURM plugin turns it into --gpus=1); 0 on CPU.
-        gpu=GPU,
+        # 1 only where the config asks for CUDA (see chunk_gpus); `--resources gpu=K` bounds
+        # the chunks on a local GPU, the SLURM plugin turns it into --gpus=1.
+        gpu=chunk_gpus,
     conda:
         ENV
     log:
@@ -37,8 +44,15 @@ rule infer_chunk:
     benchmark:
         res("{job}/benchmarks/infer_chunk_{k}.tsv")
     shell:
-        # Temp files a killed attempt left behind (outputs are written atomically).
-        "rm -f {params.chunk_dir}/.{wildcards.k}.*.part.* && "
+        "step_start=$(date +%s.%N); "
+        # Temp files a killed attempt left behind (outputs are written atomically), and the
+        # previous run's benchmark: Snakemake does not delete it before a rerun, so a killed
+        # attempt would otherwise leave an older run's job time for the merge to report.
+        "rm -f {params.chunk_dir}/.{wildcards.k}.*.part.* {params.benchmark} && "
+        'echo "infer_chunk {wildcards.k}: model {params.model}, {threads} threads, host $(hostname),'
+        ' SLURM job ${{SLURM_JOB_ID:-none}}" > {log} && '
         "{params.lipbench} --config-json {params.settings:q} render-chunk --audio {input.audio} --plan {input.plan} --chunk {wildcards.k}"
         " --model {params.model} --avatar {params.avatar:q} --threads {threads}"
-        " --out {output.video} > {log} 2>&1"
+        " --out {output.video} >> {log} 2>&1 && "
+        "bash {params.job_info:q} $step_start > {output.job_info} && "
+        'echo "job: $(cat {output.job_info})" >> {log}'

@@ -8,6 +8,7 @@ rule merge:
         stats=chunk_files("{job}/chunks/{k}.json"),
         edges=chunk_files("{job}/chunks/{k}.npz"),
         chunk_bench=chunk_files("{job}/benchmarks/infer_chunk_{k}.tsv"),
+        job_info=chunk_files("{job}/benchmarks/infer_chunk_{k}.job.json"),
         plan=res("{job}/plan.json"),
         audio=res("{job}/audio.wav"),
         speech=lambda wc: res(f"{wc.job}/speech{JOBS[wc.job]['suffix']}"),
@@ -27,5 +28,5 @@ rule merge:
     shell:
         "{params.lipbench} --config-json {params.settings:q} merge --plan {input.plan} --audio {input.audio} --speech {input.speech}"
         " --tts-info {input.tts_info} --out {output.video} --record {output.record}"
-        " --benchmarks {input.stage_bench} {input.chunk_bench} --strategy {params.strategy} --chunks {input.chunks}"
+        " --benchmarks {input.stage_bench} {input.chunk_bench} --job-info {input.job_info} --strategy {params.strategy} --chunks {input.chunks}"
         " > {log} 2>&1"
