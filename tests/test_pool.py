@@ -12,6 +12,12 @@ import pytest
 from lipbench.pool import ChunkFailed
 
 
+def two_chunks(workbench, speech_wav, out, **kw):
+    """A two-chunk parallel job on two GAN replicas."""
+    return workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"],
+                              chunks=2, progress=False, **kw)  # fmt: skip
+
+
 def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir):
     pool = workbench.pool(["gan", "gan"])
     killed: list[int] = []
@@ -23,14 +29,7 @@ def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir)
 
     pool.on_event = kill_first
     try:
-        rec = workbench.generate(
-            session_dir / "retry" / "result.mp4",
-            audio=speech_wav,
-            strategy="parallel",
-            models=["gan", "gan"],
-            chunks=2,
-            progress=False,
-        ).to_dict()
+        rec = two_chunks(workbench, speech_wav, session_dir / "retry" / "result.mp4").to_dict()
     finally:
         pool.on_event = None
     assert killed and rec["restarts"] >= 1
@@ -49,28 +48,14 @@ def test_replica_dying_twice_fails_cleanly(workbench, speech_wav, session_dir):
     out = session_dir / "doomed"
     try:
         with pytest.raises(ChunkFailed, match="chunk 0"):
-            workbench.generate(
-                out / "result.mp4",
-                audio=speech_wav,
-                strategy="parallel",
-                models=["gan", "gan"],
-                chunks=2,
-                progress=False,
-            ).to_dict()
+            two_chunks(workbench, speech_wav, out / "result.mp4").to_dict()
     finally:
         pool.on_event = None
     assert not (out / "result.mp4").exists()
     assert not out.exists() or not any(out.iterdir())  # nothing published, no staging left
     assert not list(Path(out).glob("**/*.part*"))
     # the pool still works afterwards
-    rec = workbench.generate(
-        session_dir / "after" / "result.mp4",
-        audio=speech_wav,
-        strategy="parallel",
-        models=["gan", "gan"],
-        chunks=2,
-        progress=False,
-    ).to_dict()
+    rec = two_chunks(workbench, speech_wav, session_dir / "after" / "result.mp4").to_dict()
     assert rec["frames"] > 0
 
 
@@ -88,12 +73,10 @@ def test_should_stop_cancels_at_the_next_tick_and_keeps_replicas_warm(
     out = tmp_path / "gone" / "result.mp4"
     try:
         with pytest.raises(Cancelled, match="cancelled"):
-            workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"],
-                               chunks=2, progress=False, should_stop=lambda: bool(started))  # fmt: skip
+            two_chunks(workbench, speech_wav, out, should_stop=lambda: bool(started))
     finally:
         pool.on_event = None
     assert not out.parent.exists() or not any(out.parent.iterdir())
     assert pool.pids() == pids  # no replica was killed or replaced
-    rec = workbench.generate(tmp_path / "next" / "result.mp4", audio=speech_wav, strategy="parallel",
-                             models=["gan", "gan"], chunks=2, progress=False)  # fmt: skip
+    rec = two_chunks(workbench, speech_wav, tmp_path / "next" / "result.mp4")
     assert pool.pids() == pids and rec.frames > 0
