@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="parallel", choices=STRATEGIES)
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
+    s.add_argument("--job-info", nargs="*", default=[],
+                   help="each chunk job's job_info.sh JSON (where and when it ran), in order")  # fmt: skip
     s.add_argument(
         "--chunks", nargs="+", required=True, dest="chunk_files", help="the chunk videos, in order"
     )
