@@ -81,13 +81,21 @@ class Grid:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **overrides: Any) -> Grid:
-        """The config's ``sweep`` section, with every override that is not None over it."""
+        """The config's ``sweep`` section, with every override that is not None over it.
+        Numbers given as text (``snakemake --config`` passes nested values so) are cast."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in cfg["sweep"].items() if k in known}
         values["seed"] = cfg["seed"]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "chunk_counts" in overrides and overrides["chunk_counts"] == "planner":
+        if values.get("chunk_counts") == "planner":
             values["chunk_counts"] = None
+        try:
+            for name, cast in _CASTS.items():
+                v = values.get(name)
+                if v is not None:
+                    values[name] = [cast(x) for x in v] if isinstance(v, list) else cast(v)
+        except ValueError as exc:
+            raise InputError(f"sweep: {exc}", "give numbers, e.g. sweep={durations: [5, 10]}") from None  # fmt: skip
         return cls(**values).validate()
 
     def validate(self) -> Grid:
@@ -132,6 +140,13 @@ class Grid:
     def sequential_models(self, cfg: dict[str, Any]) -> tuple[str, ...]:
         given = [self.sequential_model] if self.sequential_model else None
         return resolve_job(cfg, "sequential", given).models
+
+
+_CASTS: dict[str, Callable[[Any], Any]] = {
+    "durations": float, "chunk_counts": int, "min_pairs": int, "max_pairs": int,
+    "ci_target": float, "max_contamination": float, "reruns": int, "warmup_s": float,
+    "cost_clip_s": float,
+}  # fmt: skip
 
 
 def comparisons(
