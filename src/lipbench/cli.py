@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="parallel chunk counts, comma list (default: sweep.chunk_counts)",
     )
     s.add_argument("--min-pairs", type=int, help="clean pairs needed for a speed-up")
-    s.add_argument("--max-pairs", type=int, help="cap on clean pairs per comparison")
+    s.add_argument("--max-pairs", "--repeats", type=int, dest="max_pairs",
+                   help="cap on clean pairs per comparison (--repeats: its old name)")  # fmt: skip
     s.add_argument(
         "--ci-target", type=float, help="stop once the interval is < this fraction of the median"
     )
