@@ -79,6 +79,9 @@ def write_outputs(result: BenchResult, cfg: dict[str, Any], text_source: str) ->
         "summary": summary.to_dict(orient="records"),
         "decisions": decisions.to_dict(orient="records"),
         "files": {k: str(v) for k, v in paths.items()},
+        "published_cost_model": str(measured_cost_path(cfg))
+        if result.cost and result.cost.cost
+        else None,
     }
     write_text_atomic(paths["summary"], dumps(doc))
     if result.cost and result.cost.cost:

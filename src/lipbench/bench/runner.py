@@ -190,7 +190,10 @@ def run_bench(
     try:
         runner = Runner(wb, workdir, grid, result, say)
         configs = [c.sequential for c in comps] + [c.parallel for c in comps]
-        runner.warm_up(list(dict.fromkeys(configs)))
+        once = {
+            (rc.strategy, rc.models, rc.n_chunks): rc for rc in reversed(configs)
+        }  # per pool use
+        runner.warm_up(list(reversed(once.values())))
         runner.pairs(write)
         if any(m.interval(grid.min_pairs) for m in measured):
             result.cost = runner.cost_model()
