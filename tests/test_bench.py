@@ -200,6 +200,9 @@ def test_measured_cost_predictions_by_hand():
     assert COST.predict_s(250, 1, 1) == pytest.approx(250 / 10 + 0.5)
     assert COST.predict_s(250, 2, 2) == pytest.approx(125 / 5.5 + 0.8)
     assert COST.predict_s(250, 3, 2) == pytest.approx(250 * 2 / 3 / 5.5 + 0.8)  # busiest: 2 of 3
+    # silence snapping cut 150 + 100 frames: the busiest replica renders 150 of them
+    assert COST.predict_s(250, 2, 2, chunk_frames=[150, 100]) == pytest.approx(150 / 5.5 + 0.8)
+    assert COST.predict_s(250, 3, 2, chunk_frames=[100, 90, 60]) == pytest.approx(160 / 5.5 + 0.8)
     assert COST.best_chunks(250, 2, 4) == 2  # 23.5 s < 25.5 s
     assert COST.best_chunks(10, 2, 4) == 1  # 1.5 s < 1.71 s: fixed costs win on a short clip
     comp = grid.Comparison(grid.RunConfig(10.0, "sequential", 1, ("gan",)), grid.RunConfig(10.0, "parallel", 2, ("gan", "nogan")))  # fmt: skip
@@ -226,7 +229,10 @@ def test_explanation_states_the_figures():
     assert "6.0 frames/s on 1 thread and 10.0 on 2" in text and "1.67× one thread" in text
     assert "5.5 frames/s each, 11.0 together — 1.10× one 2-thread replica" in text
     assert "1.08× vs 1.06× [1.05, 1.08], n = 3 (error +2 %)" in text
-    assert "Verdict: parallel wins here" in text
+    assert "Verdict: parallel wins here" in text and "uneven" not in text
+    rows[0].update(chunk_frames=[150, 100], replicas=2)
+    text = costmodel.explain(rep, rows, "Some CPU", 2)
+    assert "chunks of 150 + 100 frames, the busiest replica renders 60 % of them" in text
     assert "not measured: busy" in costmodel.explain(costmodel.CostReport([], None, 4.0, "busy"), rows, "c", 2)  # fmt: skip
 
 

@@ -84,7 +84,11 @@ class MeasuredCost:
     overhead_s: dict[str, float]  # "sequential" | "parallel" → fixed seconds per job
     created: str = ""
 
-    def predict_s(self, frames: int, n_chunks: int, replicas: int) -> float | None:
+    def predict_s(
+        self, frames: int, n_chunks: int, replicas: int, chunk_frames: list[int] | None = None
+    ) -> float | None:
+        """``chunk_frames``: the plan's actual chunk sizes (silence snapping makes them
+        uneven); None assumes an even split. Chunk k goes to replica k % replicas."""
         if n_chunks <= 1 or replicas <= 1:  # one replica with every core renders it all
             rate = self.thread_fps.get(max(self.thread_fps, default=0))
             over = self.overhead_s.get("sequential" if n_chunks <= 1 else "parallel")
@@ -94,7 +98,10 @@ class MeasuredCost:
         over = self.overhead_s.get("parallel")
         if not rate or over is None:
             return None
-        busiest = frames * math.ceil(n_chunks / k) / n_chunks
+        if chunk_frames:
+            busiest = max(sum(chunk_frames[i::k]) for i in range(k))
+        else:
+            busiest = frames * math.ceil(n_chunks / k) / n_chunks
         return busiest / rate + over
 
     def best_chunks(self, frames: int, replicas: int, max_chunks: int) -> int:

@@ -96,13 +96,16 @@ def fit(measurements: list[CostMeasurement], cpu: str, cores: int) -> MeasuredCo
                         overhead_s=overhead, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
 
 
-def predicted_speedup(cost: MeasuredCost | None, comp: Comparison, fps: float) -> float | None:
-    """Predicted sequential time / predicted parallel time for one comparison."""
+def predicted_speedup(
+    cost: MeasuredCost | None, comp: Comparison, fps: float, chunk_frames: list[int] | None = None
+) -> float | None:
+    """Predicted sequential time / predicted parallel time for one comparison, with the
+    plan's actual chunk sizes when known."""
     if cost is None:
         return None
-    frames = max(1, round(comp.duration_s * fps))
+    frames = sum(chunk_frames) if chunk_frames else max(1, round(comp.duration_s * fps))
     seq = cost.predict_s(frames, 1, 1)
-    par = cost.predict_s(frames, comp.parallel.n_chunks, len(comp.parallel.models))
+    par = cost.predict_s(frames, comp.parallel.n_chunks, len(comp.parallel.models), chunk_frames)
     return round(seq / par, 4) if seq and par else None
 
 
@@ -112,7 +115,8 @@ def _pct(x: float) -> str:
 
 def explain(report: CostReport | None, results: list[dict[str, Any]], cpu: str, cores: int) -> str:
     """The report's paragraph: why parallel wins or loses on this machine, from the figures.
-    ``results``: per comparison {"key", "interval" (Interval | None), "predicted"}."""
+    ``results``: per comparison {"key", "interval" (Interval | None), "predicted"} and,
+    when known, "chunk_frames" (the plan's chunk sizes) and "replicas"."""
     if report is None or report.cost is None:
         why = report.busy if report and report.busy else "no comparison was measurable"
         return f"The cost model was not measured: {why}."
@@ -124,7 +128,7 @@ def explain(report: CostReport | None, results: list[dict[str, Any]], cpu: str, 
              f"{one} thread{'s' if one > 1 else ''}"]  # fmt: skip
     if full != one:
         parts[0] += (f" and {fn:.1f} on {full}: {full} threads give {fn / f1:.2f}× one thread "
-                     f"(a thread-scaling efficiency of {fn / f1 / (full / one):.0%})")  # fmt: skip
+                     f"(a thread-scaling efficiency of {100 * fn / f1 / (full / one):.0f} %)")  # fmt: skip
     parts[0] += "."
     for k, fk in sorted(c.concurrent_fps.items()):
         gain = k * fk / fn
@@ -149,6 +153,11 @@ def explain(report: CostReport | None, results: list[dict[str, Any]], cpu: str, 
             f"and {par_o:.2f} s parallel"
             + ("; the difference weighs most on short clips." if par_o > seq_o + 0.02 else ".")
         )
+    uneven = [r for r in results if r.get("chunk_frames") and _busiest_share(r) > 1.05 / len(r["chunk_frames"])]  # fmt: skip
+    if uneven:
+        parts.append("The planner's cuts were uneven (silence snapping moves them to pauses): " + "; ".join(
+            f"{r['key']}: chunks of {' + '.join(map(str, r['chunk_frames']))} frames, the busiest "
+            f"replica renders {100 * _busiest_share(r):.0f} % of them" for r in uneven) + ".")  # fmt: skip
     rows = [r for r in results if r["interval"] is not None and r["predicted"] is not None]
     if rows:
         parts.append("Predicted vs measured speed-up: " + "; ".join(
@@ -156,6 +165,12 @@ def explain(report: CostReport | None, results: list[dict[str, Any]], cpu: str, 
             f"(error {_pct(r['predicted'] / r['interval'].median - 1)})" for r in rows) + ".")  # fmt: skip
     parts.append(verdict(results))
     return " ".join(parts)
+
+
+def _busiest_share(r: dict[str, Any]) -> float:
+    """Share of the frames on the busiest replica (chunk k → replica k % replicas)."""
+    frames, k = r["chunk_frames"], r.get("replicas") or len(r["chunk_frames"])
+    return max(sum(frames[i::k]) for i in range(k)) / max(1, sum(frames))
 
 
 def verdict(results: list[dict[str, Any]]) -> str:

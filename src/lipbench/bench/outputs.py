@@ -15,8 +15,8 @@ from ..sysinfo import machine, versions
 from .costmodel import explain
 from .results import BenchResult, dumps, pair_rows, run_entries, run_rows, sidecar_paths
 from .speech import SPEECH_COLUMNS, speech_row
-from .stats import CI_LEVEL, EXACT_MAX, RESAMPLES, Interval
-from .summary import decision_table, summarize
+from .stats import CI_LEVEL, EXACT_MAX, RESAMPLES
+from .summary import decision_table, explain_rows, summarize
 
 
 def protocol(result: BenchResult) -> dict[str, Any]:
@@ -35,13 +35,8 @@ def protocol(result: BenchResult) -> dict[str, Any]:
 
 
 def explanation(result: BenchResult, summary: pd.DataFrame) -> str:
-    rows = []
-    for r in summary.itertuples():
-        iv = Interval(r.pairs, r.speedup, r.ci_low, r.ci_high) if r.measurable else None
-        pred = None if pd.isna(r.predicted_speedup) else float(r.predicted_speedup)
-        rows.append({"key": r.comparison, "interval": iv, "predicted": pred})
     m = machine()
-    return explain(result.cost, rows, m["cpu"], int(m["cores"] or 1))
+    return explain(result.cost, explain_rows(summary), m["cpu"], int(m["cores"] or 1))
 
 
 def write_outputs(result: BenchResult, cfg: dict[str, Any], text_source: str) -> None:

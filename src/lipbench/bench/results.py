@@ -40,6 +40,7 @@ PAIR_COLUMNS = [
     "sequential_first", "seq_run_id", "par_run_id", "seq_total_s", "par_total_s",
     "seq_infer_s", "par_infer_s", "speedup", "speedup_infer", "clean", "seq_others_pct",
     "par_others_pct", "status", "predicted_speedup", "planner_chunks", "planner_pick",
+    "chunk_frames",
 ]  # fmt: skip
 
 
@@ -103,6 +104,13 @@ class Measured:
 
     def interval(self, min_pairs: int) -> Interval | None:
         return interval(self.ratios) if len(self.ratios) >= min_pairs else None
+
+    @property
+    def chunk_frames(self) -> list[int] | None:
+        """The parallel plan's chunk sizes, as the planner cut this comparison's speech."""
+        if not self.pairs:
+            return None
+        return [c["n_frames"] for c in self.pairs[0].par.record["plan"]["chunks"]]
 
     @property
     def planner_pick(self) -> bool:
@@ -191,6 +199,7 @@ def pair_rows(result: BenchResult) -> pd.DataFrame:
                 "par_others_pct": round(100 * p.par.contamination.share, 2),
                 "status": m.status, "predicted_speedup": m.predicted,
                 "planner_chunks": m.planner_chunks, "planner_pick": m.planner_pick,
+                "chunk_frames": "+".join(map(str, m.chunk_frames or [])),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 

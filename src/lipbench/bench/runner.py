@@ -200,7 +200,7 @@ def run_bench(
         else:
             result.cost = CostReport([], None, grid.cost_clip_s, "no comparison was measurable, so it was skipped")  # fmt: skip
         for m in measured:
-            m.predicted = predicted_speedup(result.cost.cost, m.comparison, float(cfg["fps"]))
+            m.predicted = predicted_speedup(result.cost.cost, m.comparison, float(cfg["fps"]), m.chunk_frames)  # fmt: skip
     finally:
         if own:
             wb.close()

@@ -45,6 +45,8 @@ def summarize(pairs: pd.DataFrame, min_pairs: int, ci_target: float) -> pd.DataF
             "prediction_error": pred / iv.median - 1 if iv and pred is not None else math.nan,
             "planner_chunks": int(first["planner_chunks"]),
             "planner_pick": bool(first["planner_pick"]),
+            "chunk_frames": first["chunk_frames"] if isinstance(first["chunk_frames"], str) else "",
+            "replicas": len(str(first["models"]).split("+")),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -149,6 +151,17 @@ def weights_banner(trained: bool) -> str:
     )
 
 
+def explain_rows(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The summary's figures as ``costmodel.explain`` reads them."""
+    return [
+        {"key": r.comparison, "replicas": r.replicas,
+         "interval": Interval(r.pairs, r.speedup, r.ci_low, r.ci_high) if r.measurable else None,
+         "predicted": None if pd.isna(r.predicted_speedup) else float(r.predicted_speedup),
+         "chunk_frames": [int(x) for x in r.chunk_frames.split("+")] if r.chunk_frames else None}
+        for r in summary.itertuples()
+    ]  # fmt: skip
+
+
 def format_report(result: BenchResult) -> str:
     """What `lipbench bench` prints after the runs: setup, protocol, table, decisions, the
     cost model's explanation and the files."""
@@ -180,11 +193,11 @@ def format_report(result: BenchResult) -> str:
     if len(summary):
         out += [format_table(summary, g.max_pairs, g.ci_target), "", format_decisions(decision_table(summary)), ""]  # fmt: skip
     if result.cost is not None:
-        rows = [{"key": r.comparison, "predicted": None if pd.isna(r.predicted_speedup) else r.predicted_speedup,
-                 "interval": Interval(r.pairs, r.speedup, r.ci_low, r.ci_high) if r.measurable else None}
-                for r in summary.itertuples()]  # fmt: skip
         m = first["machine"] if first else {"cpu": "?", "cores": 0}
-        out += ["why: " + explain(result.cost, rows, m["cpu"], int(m["cores"])), ""]
+        out += [
+            "why: " + explain(result.cost, explain_rows(summary), m["cpu"], int(m["cores"])),
+            "",
+        ]
     files = result.files
     out.append(f"wrote {files['csv']} ({len(result.runs)} runs), {files['pairs']}, {files['summary']}, {files['runs']}"
                + (f"; cost model → {files['cost_model']} (plan.policy: measured reads it)" if "cost_model" in files else ""))  # fmt: skip
