@@ -164,9 +164,34 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    """Strategies (paired, with intervals; exit 3 when the machine was too busy to measure)
+    or the speed suite."""
+    cfg = _cfg(args)
+    if args.suite == "speed":
+        from .bench.speed_suite import SpeedOptions, run_speed_suite
 
-    return bench.main(args, _cfg(args))
+        run_speed_suite(cfg, SpeedOptions(Path(args.out), args.seconds, args.variant_seconds, not args.no_memory))  # fmt: skip
+        return 0
+    from .bench import Grid, format_report
+    from .bench.grid import parse_list
+    from .bench.runner import run_bench
+
+    models = parse_list(args.models, str, "models")
+    grid = Grid.from_config(
+        cfg, durations=parse_list(args.durations, float, "durations"),
+        strategies=parse_list(args.strategies, str, "strategies"),
+        chunk_counts=parse_list(args.chunk_counts, int, "chunk counts"),
+        model_sets=[models] if models else None, min_pairs=args.min_pairs,
+        max_pairs=args.max_pairs, ci_target=args.ci_target, reruns=args.reruns,
+        max_contamination=None if args.max_contamination is None else args.max_contamination / 100,
+        warmup_s=args.warmup_s, cost_clip_s=args.cost_clip_s,
+    )  # fmt: skip
+    result = run_bench(cfg, grid, Path(args.out) / "strategies.csv", cfg["sweep"]["text_source"])
+    print("\n" + format_report(result))
+    if not result.measurable:
+        print(f"not measurable: the machine was busy ({result.busy_reason()})")
+        return 3
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,19 +289,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_merge)
 
-    s = sub.add_parser("bench", help="benchmark strategies / speed options")
+    s = sub.add_parser("bench", help="benchmark strategies (paired, with intervals) / speed options",
+                       description="Grid defaults come from the config's sweep section. Exit status 3: "
+                       "not measurable (other processes took the machine during too many runs).")  # fmt: skip
     s.add_argument("--suite", choices=["strategies", "speed"], default="strategies")
-    s.add_argument("--durations", default="5,10,20", help="seconds of speech, comma list")
-    s.add_argument("--strategies", default="sequential,parallel")
-    s.add_argument("--models", default=None, help="parallel replicas, e.g. gan,nogan")
+    s.add_argument("--durations", help="seconds of speech, comma list (default: sweep.durations)")
+    s.add_argument("--strategies", help="must name both: sequential,parallel (kept for scripts)")
+    s.add_argument("--models", help="parallel replicas, e.g. gan,nogan (default: sweep.model_sets)")
     s.add_argument(
         "--chunks",
-        default=None,
-        help="comma list of chunk counts for parallel (default: the planner's)",
+        dest="chunk_counts",  # a comma list, not the int --chunks that _cfg checks
+        help="parallel chunk counts, comma list (default: sweep.chunk_counts)",
     )
-    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--min-pairs", type=int, help="clean pairs needed for a speed-up")
+    s.add_argument("--max-pairs", "--repeats", type=int, dest="max_pairs",
+                   help="cap on clean pairs per comparison (--repeats: its old name)")  # fmt: skip
+    s.add_argument(
+        "--ci-target", type=float, help="stop once the interval is < this fraction of the median"
+    )
+    s.add_argument(
+        "--max-contamination",
+        type=float,
+        help="percent of the machine others may take in a run (default 5)",
+    )
+    s.add_argument("--reruns", type=int, help="contaminated pairs re-run per comparison")
+    s.add_argument("--warmup-s", type=float, help="seconds of noise each pool renders first")
+    s.add_argument("--cost-clip-s", type=float, help="seconds of noise per cost-model run")
     s.add_argument("--out", default="results/bench")
     s.add_argument("--seconds", type=float, default=20.0, help="speed suite: clip length")
+    s.add_argument(
+        "--variant-seconds",
+        type=float,
+        default=4.0,
+        help="speed suite: seconds per network variant",
+    )
     s.add_argument(
         "--no-memory", action="store_true", help="speed suite: skip the 10 s / 60 s peak-RSS check"
     )

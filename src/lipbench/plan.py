@@ -17,6 +17,7 @@ import numpy as np
 
 from .atomic import write_text_atomic
 from .audio import SAMPLE_RATE
+from .errors import InputError
 
 FRAME_RULE = (
     "frames = max(1, round(duration_s * fps)); frame i uses the 16-frame mel window starting at "
@@ -24,12 +25,26 @@ FRAME_RULE = (
 )
 
 
+# The seed's decision tree, defined once: "< 10 s: sequential (1 chunk); 10–30 s: 2 chunks;
+# > 30 s: 2–4 chunks". ``estimate_optimal_chunks`` is its rule form (the config's plan section
+# overrides the numbers), ``seed_rule_range`` its table form (what the report compares with).
+SEED_MIN_PARALLEL_S = 10.0
+SEED_SECONDS_PER_CHUNK = 15.0
+SEED_MAX_CHUNKS = 4
+SEED_RULE_TEXT = (
+    f"< {SEED_MIN_PARALLEL_S:g} s: sequential (1 chunk); "
+    f"{SEED_MIN_PARALLEL_S:g}–{2 * SEED_SECONDS_PER_CHUNK:g} s: 2 chunks; "
+    f"> {2 * SEED_SECONDS_PER_CHUNK:g} s: 2–{SEED_MAX_CHUNKS} chunks"
+)
+POLICIES = ("seed", "fixed", "measured")
+
+
 def estimate_optimal_chunks(
     duration_s: float,
     replicas: int,
-    seconds_per_chunk: float = 15.0,
-    min_parallel_s: float = 10.0,
-    max_chunks: int = 4,
+    seconds_per_chunk: float = SEED_SECONDS_PER_CHUNK,
+    min_parallel_s: float = SEED_MIN_PARALLEL_S,
+    max_chunks: int = SEED_MAX_CHUNKS,
 ) -> int:
     """The seed's decision tree as one rule: < 10 s → 1 (sequential); otherwise about
     ``seconds_per_chunk`` of audio per chunk (20.5 s / 15 = 1.37 → 2), at least 2 once
@@ -38,6 +53,124 @@ def estimate_optimal_chunks(
         return 1
     n = max(2, math.ceil(duration_s / seconds_per_chunk))
     return max(1, min(n, max_chunks, replicas))
+
+
+def seed_rule_range(duration_s: float) -> tuple[int, int]:
+    """The chunk counts the seed's table recommends at this duration (low, high)."""
+    if duration_s < SEED_MIN_PARALLEL_S:
+        return 1, 1
+    if duration_s <= 2 * SEED_SECONDS_PER_CHUNK:
+        return 2, 2
+    return 2, SEED_MAX_CHUNKS
+
+
+def seed_rule_label(duration_s: float) -> str:
+    lo, hi = seed_rule_range(duration_s)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+@dataclass
+class MeasuredCost:
+    """A cost model measured by `lipbench bench` on this machine (the ``measured`` policy):
+    frames/s of one replica at each thread count, per-replica frames/s while k replicas
+    render at once, and each strategy's fixed seconds per job (convert, detect, mel, merge).
+
+    Predicted job time = fixed + frames on the busiest replica / that replica's rate."""
+
+    cpu: str
+    cores: int
+    thread_fps: dict[int, float]  # threads → frames/s of ONE replica
+    concurrent_fps: dict[int, float]  # k → frames/s of EACH of k replicas running at once
+    overhead_s: dict[str, float]  # "sequential" | "parallel" → fixed seconds per job
+    created: str = ""
+
+    def predict_s(
+        self, frames: int, n_chunks: int, replicas: int, chunk_frames: list[int] | None = None
+    ) -> float | None:
+        """``chunk_frames``: the plan's actual chunk sizes (silence snapping makes them
+        uneven); None assumes an even split. Chunk k goes to replica k % replicas."""
+        if n_chunks <= 1 or replicas <= 1:  # one replica with every core renders it all
+            rate = self.thread_fps.get(max(self.thread_fps, default=0))
+            over = self.overhead_s.get("sequential" if n_chunks <= 1 else "parallel")
+            return frames / rate + over if rate and over is not None else None
+        k = min(replicas, n_chunks)
+        rate = self.concurrent_fps.get(k)
+        over = self.overhead_s.get("parallel")
+        if not rate or over is None:
+            return None
+        if chunk_frames:
+            busiest = max(sum(chunk_frames[i::k]) for i in range(k))
+        else:
+            busiest = frames * math.ceil(n_chunks / k) / n_chunks
+        return busiest / rate + over
+
+    def best_chunks(self, frames: int, replicas: int, max_chunks: int) -> int:
+        """The chunk count with the lowest predicted time; 1 (sequential) unless another
+        count is predicted faster, so the planner never picks a plan its model calls slower."""
+        best, best_s = 1, self.predict_s(frames, 1, replicas)
+        for n in range(2, max(1, min(max_chunks, replicas)) + 1):
+            t = self.predict_s(frames, n, replicas)
+            if t is not None and (best_s is None or t < best_s):
+                best, best_s = n, t
+        return best
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MeasuredCost:
+        return cls(
+            cpu=d["cpu"],
+            cores=int(d["cores"]),
+            thread_fps={int(k): float(v) for k, v in d["thread_fps"].items()},
+            concurrent_fps={int(k): float(v) for k, v in d["concurrent_fps"].items()},
+            overhead_s={k: float(v) for k, v in d["overhead_s"].items()},
+            created=d.get("created", ""),
+        )
+
+
+def measured_cost_path(cfg: dict[str, Any]) -> Path:
+    """Where `lipbench bench` publishes its cost model and the ``measured`` policy reads it."""
+    return Path(cfg["results_dir"]) / "bench" / "cost_model.json"
+
+
+def load_measured_cost(cfg: dict[str, Any]) -> MeasuredCost:
+    path = measured_cost_path(cfg)
+    if not path.is_file():
+        raise InputError(
+            f"plan.policy is 'measured' but there is no cost model at {path}",
+            "run `lipbench bench` once on this machine (it writes one), or use plan.policy: seed",
+        )
+    try:
+        return MeasuredCost.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"cannot read the cost model {path}: {exc}", "run `lipbench bench` again to rewrite it"
+        ) from exc
+
+
+def planned_chunks(
+    duration_s: float,
+    replicas: int,
+    cfg: dict[str, Any],
+    chunks: int | None = None,
+    cost: MeasuredCost | None = None,
+) -> tuple[int, str]:
+    """How many chunks the planner picks, and under which policy: an explicit ``chunks``,
+    else the config's policy (``measured`` uses ``cost``, or the published cost model)."""
+    p = cfg["plan"]
+    if chunks is not None:
+        return chunks, "fixed"
+    if p["policy"] == "fixed":
+        return p["chunks"], "fixed"
+    if p["policy"] == "measured":
+        cost = cost or load_measured_cost(cfg)
+        frames = frame_count(round(duration_s * SAMPLE_RATE), float(cfg["fps"]))
+        return cost.best_chunks(frames, replicas, p["max_chunks"]), "measured"
+    n = estimate_optimal_chunks(
+        duration_s, replicas, p["seconds_per_chunk"], p["min_parallel_s"], p["max_chunks"]
+    )
+    return n, "seed"
 
 
 @dataclass
@@ -182,18 +315,10 @@ def make_plan(
 def plan_from_config(
     samples: np.ndarray, cfg: dict[str, Any], models: list[str], chunks: int | None = None
 ) -> Plan:
-    """Chunk count from an explicit ``chunks``, else the config's policy; then cut."""
+    """Chunk count from ``planned_chunks`` (an explicit ``chunks``, else the config's
+    policy); then cut."""
     p = cfg["plan"]
-    duration = len(samples) / SAMPLE_RATE
-    if chunks is not None:
-        n, policy = chunks, "fixed"
-    elif p["policy"] == "fixed":
-        n, policy = p["chunks"], "fixed"
-    else:
-        n = estimate_optimal_chunks(
-            duration, len(models), p["seconds_per_chunk"], p["min_parallel_s"], p["max_chunks"]
-        )
-        policy = "seed"
+    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), cfg, chunks)
     return make_plan(samples, cfg["fps"], n, models, policy, p["snap_silence"], p["snap_window_s"])
 
 

@@ -1,5 +1,10 @@
-"""The benchmark report: the sweep notebook measures (→ results/bench/sweep.csv), the report
-notebook charts it, nbconvert renders HTML. Not part of `all`: run `snakemake --cores 2 report`.
+"""The benchmark report: the sweep notebook measures (→ results/bench/sweep.csv and its
+sidecars), the report notebook charts it, nbconvert renders HTML. Not part of `all`: run
+`snakemake --cores 2 report`. The grid is the config's `sweep:` section, e.g.
+`snakemake --cores 2 report --config 'sweep={durations: [2, 5], max_pairs: 3}'`: the sweep rule
+writes the effective config to results/bench/sweep_config.json and passes it as
+`-p config_path` (a changed section re-runs the sweep). A machine too busy to measure is not
+an error: the report then says "not measurable" in place of a speed-up.
 Notebooks are papermill-parameterised (a cell tagged `parameters`); the notebooks are read
 from the repository even when the workflow runs elsewhere (`-d`)."""
 
