@@ -33,7 +33,7 @@ report: setup  ## sweep notebook → CSV → report notebook → results/report/
 	$(BIN)/snakemake --cores 2 report
 
 bench: setup  ## sequential vs parallel speedup table, measured in one run
-	$(BIN)/lipbench bench --durations 5,10,20 --strategies sequential,parallel --models gan,nogan --repeats 3
+	$(BIN)/lipbench bench --durations 5,15,30 --models gan,nogan --max-pairs 6
 
 serve: setup  ## http://127.0.0.1:3000/parallel_test
 	$(BIN)/lipbench serve
