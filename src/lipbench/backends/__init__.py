@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 
+VERSION = 1  # bump when a backend's arithmetic changes: calibration caches key on it
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
