@@ -142,3 +142,47 @@ def test_measure_gives_a_row_per_backend_precision_and_threads(model):
     for r in rows:
         assert r["fps"] > 0 and r["exact"] and r["max_abs_px"] <= 1 and r["path"] == "full"
     assert torch.get_num_threads() == 2  # restored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_backend_on_cuda_is_exact_and_auto_keeps_torch(model, tmp_path, monkeypatch):
+    from lipbench import tuning
+    from lipbench.render import RenderOptions
+
+    monkeypatch.setenv("LIPBENCH_CACHE", str(tmp_path))
+    m = model.to("cuda")
+    try:
+        probe = fidelity.reference(m, "cuda", n=4)
+        fid = fidelity.check(backends.build(m, "cuda", "torch", "fp32"), probe)
+        assert fid["max_abs_px"] <= 1, fid
+        opts = RenderOptions(batch_size="auto", backend="auto", precision="auto")
+        entry, _ = tuning.calibrate(m, "cuda", 1, opts)
+        assert (entry["backend"], entry["precision"]) == ("torch", "fp32")
+    finally:
+        model.to("cpu")
+
+
+def test_gpu_check_fails_clearly_without_a_gpu(monkeypatch, capsys, tmp_path):
+    from lipbench.backends import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc = gpu_check.main(["--docs", str(tmp_path / "docs"), "--results", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "docs").exists()
+
+
+def test_gpu_check_table_names_the_gpu_and_each_step(tmp_path):
+    import sys
+
+    from lipbench.backends import gpu_check
+
+    ok = gpu_check.Step("fast", [sys.executable, "-c", "print('table row')"], 30)
+    bad = gpu_check.Step("broken", [sys.executable, "-c", "raise SystemExit(3)"], 30)
+    slow = gpu_check.Step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], 1)
+    outcomes = gpu_check.run_steps([ok, bad, slow], budget_s=60)
+    assert [o.status for o in outcomes] == ["passed", "failed (rc 3)", "timed out"]
+    facts = {"gpu": "cuda:0 NVIDIA H100", "gpu_name": "NVIDIA H100", "torch": "x", "cuda": "12"}
+    md = gpu_check.report(facts, outcomes, "2026-11-28 02:00 UTC")
+    assert md.startswith("# GPU check — NVIDIA H100, 2026-11-28 02:00 UTC")
+    assert "| fast | passed |" in md and "| broken | failed (rc 3) |" in md and "table row" in md
