@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # (the braces keep pip's exit status: only grep's "no lines" status is forgiven)
 PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint report bench serve workflow clean
+.PHONY: setup demo test lint report bench serve workflow clean gpu-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ report: setup  ## sweep notebook → CSV → report notebook → results/report/
 
 bench: setup  ## sequential vs parallel speedup table, measured in one run
 	$(BIN)/lipbench bench --durations 5,15,30 --models gan,nogan --max-pairs 6
+
+gpu-check: setup  ## on a CUDA machine: CUDA tests + speed suite + strategy bench (≤ 8 min) → docs/gpu-check/
+	$(BIN)/python -m lipbench.backends.gpu_check --docs docs/gpu-check --results results/gpu-check
 
 serve: setup  ## http://127.0.0.1:3000/parallel_test
 	$(BIN)/lipbench serve

@@ -1,9 +1,12 @@
 """Wav2Lip frames for a frame range [a, b) of a job.
 
 A job's inputs (full-file mel, avatar, face boxes) live in a ``JobInputs``; a ``Renderer``
-holds one loaded model and turns any frame range of any job into full BGR frames, batch by
-batch, so memory never grows with audio length. Because every chunk reads its mel windows
-from the full-file mel, rendering [a, b) in pieces gives the same frames as rendering it whole.
+holds one built network (``lipbench.backends``: torch eager or OpenVINO, fp32 or bf16) and
+turns any frame range of any job into full BGR frames, batch by batch, so memory never grows
+with audio length. Because every chunk reads its mel windows from the full-file mel, and a
+network's output for one frame does not depend on the other frames of its batch, rendering
+[a, b) in pieces gives the same frames as rendering it whole (within one backend and
+precision).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import cv2
 import numpy as np
 import torch
 
+from . import backends
 from .face import FACE_SIZE, Avatar, FaceBoxes, crop_face, paste_face
-from .model import Wav2Lip, fold_batchnorm
+from .model import Wav2Lip
 
 log = logging.getLogger("lipbench.render")
 
@@ -61,6 +65,10 @@ class JobInputs:
 @dataclass
 class RenderOptions:
     batch_size: int | str = 16  # "auto": calibrated per machine (lipbench.tuning), in the replica
+    # "auto": the fastest backend that is exact on the loaded checkpoint (lipbench.tuning)
+    backend: str = "torch"  # auto | torch | openvino
+    precision: str = "fp32"  # fp32 (exact) | bf16 | auto (bf16 only on bf16 hardware, ≥ 40 dB)
+    pin_threads: bool = False  # let a backend that pins its own threads (OpenVINO) do so
     channels_last: bool = True
     fold_batchnorm: bool = True
     static_face_features: bool = True  # static avatar: run the face encoder once per job
@@ -72,6 +80,8 @@ class RenderOptions:
         """The reference path: plain fp32 NCHW, every speed option off, batch 16."""
         return cls(
             batch_size=16,
+            backend="torch",
+            precision="fp32",
             channels_last=False,
             fold_batchnorm=False,
             static_face_features=False,
@@ -84,6 +94,9 @@ class RenderOptions:
         r = cfg["render"]
         return cls(
             batch_size=r["batch_size"],
+            backend=r["backend"],
+            precision=r["precision"],
+            pin_threads=r["pin_threads"],
             channels_last=r["channels_last"],
             fold_batchnorm=r["fold_batchnorm"],
             static_face_features=r["static_face_features"],
@@ -122,69 +135,64 @@ def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 class Renderer:
-    """One model on one device, reused across jobs and frame ranges."""
+    """One network on one device, reused across jobs and frame ranges.
+
+    ``options.backend`` / ``precision`` / ``batch_size`` set to ``auto`` are resolved by
+    ``lipbench.tuning.calibrate`` (cached per machine and thread count); the network's
+    fidelity vs plain fp32 on this checkpoint is measured once (cached) and kept in
+    ``self.fidelity`` for the run record (``lipbench.backends.describe``)."""
 
     def __init__(self, model: Wav2Lip, device: str = "cpu", options: RenderOptions | None = None):
-        self.options = options or RenderOptions()
-        self.device = torch.device(device)
-        model = model.eval().to(self.device)
-        if self.options.fold_batchnorm:
-            model = fold_batchnorm(model)
-        if self.options.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.calibration: dict[str, Any] | None = None
-        if self.options.batch_size == "auto":
-            from .tuning import calibrate_batch
+        from . import tuning
 
-            self.options = dataclasses.replace(self.options)  # don't mutate the caller's
-            self.calibration = calibrate_batch(model, str(self.device), torch.get_num_threads())
-            self.options.batch_size = int(self.calibration["batch_size"])
-        self._face_cache: tuple[object, list[torch.Tensor]] | None = None
-        self._expanded: dict[int, list[torch.Tensor]] = {}
+        self.options = dataclasses.replace(options or RenderOptions())  # don't mutate the caller's
+        self.device = torch.device(device)
+        dev = str(self.device)
+        model = model.eval().to(self.device)
+        threads = torch.get_num_threads()
+        o = self.options
+        self.calibration: dict[str, Any] | None = None
+        network = None
+        if "auto" in (o.backend, o.precision, o.batch_size):
+            self.calibration, network = tuning.calibrate(model, dev, threads, o)
+            o.backend = self.calibration["backend"]
+            o.precision = self.calibration["precision"]
+            o.batch_size = int(self.calibration["batch_size"])
+        if network is None:
+            network = backends.build(
+                model, dev, o.backend, o.precision, threads=threads,
+                channels_last=o.channels_last, fold_batchnorm=o.fold_batchnorm,
+                pin_threads=o.pin_threads,
+            )  # fmt: skip
+        self.network: backends.Network = network
+        self.fidelity: dict[str, Any] = (
+            self.calibration["fidelity"]
+            if self.calibration
+            else tuning.fidelity(model, network, dev)
+        )
+        self._face_cache: tuple[object, Any] | None = None
         self._mel_cache: dict[bytes, np.ndarray] = {}
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-        return t.contiguous(memory_format=torch.channels_last) if self.options.channels_last else t
-
-    def _static_features(self, job: JobInputs) -> list[torch.Tensor]:
+    def _static_features(self, job: JobInputs) -> Any:
         key = job.meta.get("key", id(job))  # jobs arrive re-pickled per chunk: key by job id
         if self._face_cache is None or self._face_cache[0] != key:
             face = face_input(crop_face(job.avatar.frame(0), job.boxes.box(0)))[None]
-            with torch.inference_mode():
-                self._face_cache = (key, self.model.encode_face(self._tensor(face)))
+            self._face_cache = (key, self.network.encode_face(face))
             self._mel_cache.clear()
-            self._expanded.clear()
         return self._face_cache[1]
 
-    def _static_batch(self, job: JobInputs, n: int) -> list[torch.Tensor]:
-        """The job's face features repeated to batch ``n``, materialised once per size: the
-        decoder's concatenations run ~10 % faster on contiguous tensors than on expand()
-        views (measured by `lipbench bench --suite speed`)."""
-        feats = self._static_features(job)
-        if n not in self._expanded:
-            fmt = torch.channels_last if self.options.channels_last else torch.contiguous_format
-            self._expanded[n] = [
-                f.expand(n, -1, -1, -1).contiguous(memory_format=fmt) for f in feats
-            ]
-        return self._expanded[n]
-
-    @torch.inference_mode()
     def _faces(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """96×96 BGR uint8 generated faces for global frame indices ``frames``."""
         static = job.avatar.is_static and self.options.static_face_features
-        mel = self._tensor(windows[:, None])
+        mel = windows[:, None]
         if static:
-            emb = self.model.encode_audio(mel)
-            out = self.model.decode(emb, self._static_batch(job, len(frames)))
+            out = self.network.decode_static(mel, self._static_features(job))
         else:
             faces = np.stack(
                 [face_input(crop_face(job.avatar.frame(i), job.boxes.box(i))) for i in frames]
             )
-            out = self.model(mel, self._tensor(faces))
-        # ×255 then truncate to uint8, as the reference does; NCHW RGB-ordered planes are BGR here.
-        return (out.float().cpu().numpy().transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
+            out = self.network.forward(mel, faces)
+        return backends.to_faces(out)
 
     def _faces_dedup(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """Static avatar: a repeated mel window (e.g. silence) is rendered once per job."""

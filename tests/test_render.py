@@ -1,0 +1,69 @@
+"""The Renderer runs through a backend: within one backend and precision, chunks rendered
+separately equal one pass; backends agree within a level; the record's description."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lipbench import backends
+from lipbench.face import detect_faces, load_avatar
+from lipbench.metrics import max_abs_diff
+from lipbench.render import JobInputs, Renderer, RenderOptions
+from lipbench.weights import load_generator
+
+N = 14  # frames: batches of 4 → chunk cuts fall inside batches
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(2)
+    m, _ = load_generator("gan", "/nonexistent", seed=5)
+    return m
+
+
+@pytest.fixture(scope="module")
+def job(cfg) -> JobInputs:
+    av = load_avatar("default")
+    boxes = detect_faces(av, "haar", (0, 10, 0, 0), 5, cfg["face"]["cache_dir"])
+    mel = np.random.default_rng(1).uniform(-4, 2, (80, 4 * N)).astype(np.float32)
+    return JobInputs(mel, N, 25.0, av, boxes, meta={"key": "render-test"})
+
+
+def frames(renderer: Renderer, job: JobInputs, cuts: tuple[int, ...] = ()) -> list[np.ndarray]:
+    edges = [0, *cuts, job.n_frames]
+    return [f for a, b in zip(edges, edges[1:], strict=False) for f in renderer.render(job, a, b)]
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["static-face", "per-frame-face"])
+def static(request) -> bool:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def torch_frames(model, job, static) -> list[np.ndarray]:
+    opts = RenderOptions(batch_size=4, backend="torch", static_face_features=static)
+    return frames(Renderer(model, "cpu", opts), job)
+
+
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_chunks_equal_one_pass_within_a_backend(model, job, static, backend, torch_frames):
+    opts = RenderOptions(batch_size=4, backend=backend, static_face_features=static)
+    whole = frames(Renderer(model, "cpu", opts), job)
+    pieces = frames(Renderer(model, "cpu", opts), job, cuts=(5, 9))  # fresh replica, other cuts
+    assert len(whole) == len(pieces) == N
+    assert max(max_abs_diff(a, b) for a, b in zip(whole, pieces, strict=True)) <= 1
+    # and every exact backend agrees with torch within one level
+    assert max(max_abs_diff(a, b) for a, b in zip(whole, torch_frames, strict=True)) <= 1
+
+
+def test_describe_gives_the_record_backend_precision_and_fidelity(model):
+    r = Renderer(model, "cpu", RenderOptions(batch_size=4, backend="openvino", precision="fp32"))
+    d = backends.describe(r)
+    assert (d["backend"], d["precision"], d["effective_precision"]) == ("openvino", "fp32", "fp32")
+    assert d["exact"] is True and d["fidelity"]["max_abs_px"] <= 1
+    assert d["batch_size"] == 4 and d["chosen_by"] == "config" and d["threads"] == 2
+    assert d["engine"]["cpu_pinning"] is False
+    plain = backends.describe(Renderer(model, "cpu", RenderOptions.plain()))
+    assert plain["fidelity"]["reference"] is True and plain["exact"] is True
