@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 
 from .atomic import atomic_path, write_text_atomic
+from .backends import describe
 from .config import resolve_device
 from .errors import LipbenchError
 from .inputs import build_inputs
@@ -76,7 +77,7 @@ class LoadedRenderer:
             replica=replica, model=spec.model, threads=spec.threads, device=spec.device,
             pid=os.getpid(), load_s=round(self.load_s, 4), weights=self.weights,
             batch_size=int(self.renderer.options.batch_size),
-            calibration=self.renderer.calibration,
+            calibration=self.renderer.calibration, backend=describe(self.renderer),
         )  # fmt: skip
 
 

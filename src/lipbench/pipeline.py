@@ -106,6 +106,11 @@ def publish(staging: OutputNames, final: OutputNames) -> None:
     os.replace(staging.record, final.record)
 
 
+def _resolved_backend(described: dict[str, Any] | None) -> dict[str, Any]:
+    """The backend and precision the replicas resolved ("auto" → what calibration chose)."""
+    return {k: described[k] for k in ("backend", "precision")} if described else {}
+
+
 def remove_stale_staging(final: OutputNames) -> None:
     """A run killed with SIGKILL leaves its staging folder behind (never a published file):
     the next run for the same --out removes those whose process is gone."""
@@ -262,6 +267,7 @@ class Workbench:
             render_options={
                 **asdict(pool.specs[0].render_options),
                 "batch_size": replicas[0].batch_size,
+                **_resolved_backend(replicas[0].backend),
             },
             one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
             process_start_ts=process_start_ts(),

@@ -119,6 +119,9 @@ class ReplicaRow(_Typed):
     batch_size: int
     calibration: dict[str, Any] | None
     peak_rss_mb: float | None = None
+    # backends.describe(): backend, precision (asked and effective), exact, measured
+    # fidelity vs plain fp32 (max level difference, PSNR)
+    backend: dict[str, Any] | None = None
     _nested = {"weights": WeightsRow}
 
 

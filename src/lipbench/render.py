@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import backends
-from .face import FACE_SIZE, Avatar, FaceBoxes, crop_face, paste_face
+from .face import Avatar, FaceBoxes, crop_face, face_input, paste_face
 from .model import Wav2Lip
 
 log = logging.getLogger("lipbench.render")
@@ -103,13 +103,6 @@ class RenderOptions:
             reuse_identical_mels=r["reuse_identical_mels"],
             overlap=r["overlap"],
         )
-
-
-def face_input(face96: np.ndarray) -> np.ndarray:
-    """6×96×96 float32: the crop with its lower half zeroed, then the unmasked reference, /255."""
-    masked = face96.copy()
-    masked[FACE_SIZE // 2 :] = 0
-    return np.concatenate([masked, face96], axis=2).transpose(2, 0, 1).astype(np.float32) / 255.0
 
 
 def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:

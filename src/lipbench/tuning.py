@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from . import backends
 from .atomic import write_text_atomic
+from .cachedir import cache_root
 from .sysinfo import machine
 
 log = logging.getLogger("lipbench.tuning")
@@ -44,8 +44,7 @@ REFERENCE_KEY = "torch|fp32|NCHW"  # plain fp32: the fidelity reference itself
 
 
 def cache_path() -> Path:
-    root = os.environ.get("LIPBENCH_CACHE") or Path.home() / ".cache" / "lipbench"
-    return Path(root) / "calibration.json"
+    return cache_root() / "calibration.json"
 
 
 def _key(device: str, threads: int) -> str:

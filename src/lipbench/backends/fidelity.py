@@ -42,8 +42,7 @@ def probe_inputs(n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     """(mel n×1×80×16, faces n×6×96×96, face 1×6×96×96), float32, deterministic."""
     from skimage import data as skdata
 
-    from ..face import crop_face
-    from ..render import face_input
+    from ..face import crop_face, face_input
 
     rng = np.random.default_rng(seed)
     frame = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])  # BGR, as avatars are

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cachedir import cache_root
 from ..model import Wav2Lip
 from .ov_graph import build_graphs
 
@@ -29,10 +30,8 @@ def _core() -> Any:
     in ≈ 0.14 s instead of ≈ 0.55 s (2-core EPYC, quiet)."""
     import openvino as ov
 
-    from ..tuning import cache_path
-
     core = ov.Core()
-    blobs = cache_path().parent / "openvino"
+    blobs = cache_root() / "openvino"
     try:
         blobs.mkdir(parents=True, exist_ok=True)
         core.set_property({"CACHE_DIR": str(blobs)})

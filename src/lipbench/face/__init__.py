@@ -29,7 +29,7 @@ from lipbench.face.avatar import (
 )
 from lipbench.face.boxes import DEFAULT_PADS, DETECTORS, S3FD_WEIGHTS, FaceBoxes
 from lipbench.face.cache import CACHE_FORMAT_VERSION, detection_cache_key
-from lipbench.face.crop import FACE_SIZE, crop_face, paste_face
+from lipbench.face.crop import FACE_SIZE, crop_face, face_input, paste_face
 from lipbench.face.detect import detect_faces
 from lipbench.face.fit import MAX_SIDE
 
@@ -47,6 +47,7 @@ __all__ = [
     "Avatar",
     "FaceBoxes",
     "crop_face",
+    "face_input",
     "detect_faces",
     "detection_cache_key",
     "load_avatar",

@@ -43,3 +43,10 @@ def paste_face(
     out = frame if inplace else frame.copy()
     out[y1:y2, x1:x2] = patch.reshape(out[y1:y2, x1:x2].shape)
     return out
+
+
+def face_input(face96: np.ndarray) -> np.ndarray:
+    """6×96×96 float32: the crop with its lower half zeroed, then the unmasked reference, /255."""
+    masked = face96.copy()
+    masked[FACE_SIZE // 2 :] = 0
+    return np.concatenate([masked, face96], axis=2).transpose(2, 0, 1).astype(np.float32) / 255.0
