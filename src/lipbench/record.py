@@ -220,10 +220,10 @@ class RunRecord(_Typed):
     tts: TTSInfo | None
     render_options: dict[str, Any]
     snakemake_benchmarks: dict[str, float]
-    placements: list[Placement] | None  # workflow runs: each chunk job's queue wait etc.
     machine: dict[str, Any]
     versions: dict[str, str]
     created: str
+    placements: list[Placement] | None = None  # workflow runs: each chunk job's queue wait etc.
     _nested = {
         "weights": WeightsRow,
         "timings": Timings,
