@@ -85,3 +85,11 @@ def config_file(tmp_path_factory) -> Path:
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The seeded model the backend, tuning and render tests share (seed 3)."""
+    from helpers import seeded_model
+
+    return seeded_model(3)

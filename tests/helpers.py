@@ -89,3 +89,14 @@ def tree(folder: Path) -> dict[str, str]:
         for p in sorted(Path(folder).rglob("*"))
         if p.is_file()
     }
+
+
+def seeded_model(seed: int):
+    """A seeded-random Wav2Lip generator (no checkpoint), torch on 2 threads."""
+    import torch
+
+    from lipbench.weights import load_generator
+
+    torch.set_num_threads(2)
+    m, _ = load_generator("gan", "/nonexistent", seed=seed)
+    return m

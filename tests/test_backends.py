@@ -12,14 +12,6 @@ from lipbench import backends
 from lipbench.backends import fidelity
 from lipbench.backends.measure import measure
 from lipbench.errors import InputError
-from lipbench.weights import load_generator
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(2)
-    m, _ = load_generator("gan", "/nonexistent", seed=3)
-    return m
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import seeded_model
 
 from lipbench import backends
 from lipbench.face import detect_faces, load_avatar
 from lipbench.metrics import max_abs_diff
 from lipbench.render import JobInputs, Renderer, RenderOptions
-from lipbench.weights import load_generator
 
 N = 14  # frames: batches of 4 → chunk cuts fall inside batches
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(2)
-    m, _ = load_generator("gan", "/nonexistent", seed=5)
-    return m
+    return seeded_model(5)
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,6 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(2)
-    m, _ = load_generator("gan", "/nonexistent", seed=3)
-    return m
-
-
-@pytest.fixture(scope="module")
 def small_probe(model):
     from lipbench.backends import fidelity
 
