@@ -26,6 +26,7 @@ from .jobs import frame_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
 from .plan import Plan
 from .record import ChunkRow, ReplicaRow, StageTimer, WeightsRow
+from .stream.segments import SegmentWriter, StreamTarget
 from .video import EncoderSettings, FrameWriter
 
 Edges = dict[str, Any]  # {"first": frame, "last": frame, "steps": [mean |Δ| per step]}
@@ -107,10 +108,12 @@ def render_chunk(
     encoder: EncoderSettings,
     identity: dict[str, Any],
     tick: Callable[[int], None] | None = None,
+    stream: StreamTarget | None = None,
 ) -> tuple[ChunkRow, Edges]:
     """Render frames [start, end) of ``job`` into a video-only file (atomically). Returns the
     chunk's row (``identity`` gives chunk, model, replica, threads, device) and its edge
-    frames + consecutive-frame steps for the seam metric."""
+    frames + consecutive-frame steps for the seam metric. With ``stream`` the frames go
+    into segments as they render and the file is joined from them."""
     started = time.time()
     first_ts = started
     first = prev = None
@@ -118,7 +121,10 @@ def render_chunk(
     render_s = 0.0
     w, h = job.avatar.size
     t = time.perf_counter()
-    with FrameWriter(out_path, w, h, encoder) as writer:
+    writer_cm = (
+        SegmentWriter(out_path, w, h, encoder, stream) if stream else FrameWriter(out_path, w, h, encoder)
+    )
+    with writer_cm as writer:
         for frame in renderer.render(job, start, end):
             render_s += time.perf_counter() - t
             writer.write(frame)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,8 @@ from .metrics import UsageSampler
 from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
 from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
+from .stream.playlist import PLAYLIST
+from .stream.run import latency, start_publisher, stream_target
 from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")
@@ -171,11 +174,19 @@ class Workbench:
         progress: bool = True,
         keep_chunks: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        stream: bool = False,
+        on_stream: Callable[[Path], None] | None = None,
+        origin: tuple[float, str] | None = None,
     ) -> RunRecord:
         """Run one job; publish ``out`` (.mp4), ``<out>.run.json`` and ``<out>.files/``
         together at the end, after the video is verified; return the record. ``should_stop``
         (e.g. "the client went away") cancels the job at the replicas' next 8-frame tick:
-        `pool.Cancelled` is raised, nothing is published, the replicas stay warm."""
+        `pool.Cancelled` is raised, nothing is published, the replicas stay warm.
+
+        ``stream``: segments and a growing HLS playlist under ``<out>.files/stream/`` (live in
+        the staging folder until the end; ``on_stream(playlist)`` is called once the first
+        segment is listed). ``origin`` = (epoch seconds, what it is) for the latency timings;
+        default: this process's start."""
         job = self.job(strategy, models, chunks, threads)
         final = output_names(out)
         refuse_overwriting_input(final, [audio, avatar])
@@ -187,9 +198,8 @@ class Workbench:
         stage = output_names(staging_dir / final.video.name)
         stage.side.mkdir(parents=True)
         try:
-            rec = self._run(
-                job, stage, final, text, lang, audio, engine, avatar, progress, should_stop
-            )
+            rec = self._run(job, stage, final, text, lang, audio, engine, avatar, progress,
+                            should_stop, stream, on_stream, origin or (process_start_ts(), "process start"))  # fmt: skip
             if not keep_chunks:
                 shutil.rmtree(stage.chunks, ignore_errors=True)
             rec.write(stage.record)
@@ -199,7 +209,8 @@ class Workbench:
         return rec
 
     def _run(self, job: Job, stage: OutputNames, final: OutputNames, text, lang, audio,
-             engine, avatar, progress: bool, should_stop) -> RunRecord:  # fmt: skip
+             engine, avatar, progress: bool, should_stop, stream: bool, on_stream,
+             origin: tuple[float, str]) -> RunRecord:  # fmt: skip
         cfg = self.cfg
         timer = StageTimer()
         # Inputs first (text, language, audio, avatar/face): bad input fails before any
@@ -222,13 +233,19 @@ class Workbench:
             stage.chunks.mkdir(exist_ok=True)
             enc = EncoderSettings.from_config(cfg)
             tasks = [ChunkTask(c.index, inputs, c.frame_start, c.frame_end,
-                               str(stage.chunks / f"chunk_{c.index}.mp4"), enc, c.index)
+                               str(stage.chunks / f"chunk_{c.index}.mp4"), enc, c.index,
+                               stream_target(cfg, stage, plan, c) if stream else None)
                      for c in plan.chunks]  # fmt: skip
+            publisher = start_publisher(stage, tasks, enc, on_stream) if stream else None
             assign = [c.index % len(pool.replicas) for c in plan.chunks]
             bar = tqdm(total=plan.n_frames, unit="frame", desc=f"{job.strategy} ×{len(job.models)}",
                        disable=not progress, leave=False)  # fmt: skip
-            with UsageSampler(pids=pool.pids()) as usage, timer.stage("infer"):
-                rows, edges = pool.render_chunks(tasks, assign, bar.update, should_stop)
+            try:
+                with UsageSampler(pids=pool.pids()) as usage, timer.stage("infer"):
+                    rows, edges = pool.render_chunks(tasks, assign, bar.update, should_stop)
+            finally:
+                if publisher is not None:
+                    publisher.close(finished=sys.exc_info()[0] is None)
             bar.close()
         with timer.stage("merge"):
             merge_chunks([Path(t.out_path) for t in tasks], prepared.wav, stage.video,
@@ -236,16 +253,20 @@ class Workbench:
                          expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
         total = timer.total()
         t = timer.stages
-        return build_record(
+        timings = Timings(
+            t["tts"], t["convert"], t["detect"], t["split"], t["infer"], t["merge"], total
+        )
+        stream_info = latency(
+            timings, origin, publisher, time.time(), final.side / "stream" / PLAYLIST
+        )
+        rec = build_record(
             engine="pool",
             strategy=job.strategy,
             plan=plan,
             chunks=[rows[c.index] for c in plan.chunks],
             edges=[edges[c.index] for c in plan.chunks],
             replicas=replicas,
-            timings=Timings(
-                t["tts"], t["convert"], t["detect"], t["split"], t["infer"], t["merge"], total
-            ),
+            timings=timings,
             outputs=Outputs(
                 video=str(final.video),
                 record=str(final.record),
@@ -270,8 +291,10 @@ class Workbench:
                 **_resolved_backend(replicas[0].backend),
             },
             one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
-            process_start_ts=process_start_ts(),
+            process_start_ts=origin[0],
         )
+        rec.stream = stream_info
+        return rec
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -143,6 +143,13 @@ class Timings(_Typed):
     # within `infer`: time when no chunk was rendering (a chunk job waiting in a Slurm or
     # Snakemake queue, or loading its model); infer − idle = time some chunk was rendering
     infer_idle_s: float | None = None
+    # origin → the first frame a viewer could play: a streamed run's first segment, or a
+    # non-streamed run's finished MP4 (see lipbench.stream.stall); None on the workflow path
+    first_playable_s: float | None = None
+    # a streamed run: how long playback at the video's fps would wait for segments
+    stall_s: float | None = None
+    # what first_frame_s / first_playable_s count from: "process start" | "request" | "job start"
+    latency_origin: str | None = None
 
 
 @dataclass
@@ -181,6 +188,18 @@ class Placement(_Typed):
     setup_s: float
     render_s: float
     job_s: float
+
+
+@dataclass
+class StreamInfo(_Typed):
+    """A streamed run: its HLS playlist and when each segment became ready (seconds from
+    the latency origin), in play order."""
+
+    playlist: str
+    segment_s: float
+    segments: int
+    ready_s: list[float]
+    durations_s: list[float]
 
 
 @dataclass
@@ -224,6 +243,7 @@ class RunRecord(_Typed):
     versions: dict[str, str]
     created: str
     placements: list[Placement] | None = None  # workflow runs: each chunk job's queue wait etc.
+    stream: StreamInfo | None = None  # streamed runs (generate --stream, the page's Stream mode)
     _nested = {
         "weights": WeightsRow,
         "timings": Timings,
@@ -233,6 +253,7 @@ class RunRecord(_Typed):
         "model_load": ModelLoad,
         "tts": TTSInfo,
         "placements": Placement,
+        "stream": StreamInfo,
     }
 
     def write(self, path: str | Path) -> Path:

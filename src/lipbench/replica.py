@@ -25,6 +25,7 @@ class ChunkTask:
     out_path: str
     encoder: Any  # video.EncoderSettings
     chunk_index: int = 0
+    stream: Any = None  # stream.segments.StreamTarget: also write segments as frames render
 
 
 # --- replica → parent ---------------------------------------------------------------------
@@ -109,7 +110,7 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: A
 
             row, edges = render_chunk(
                 loaded.renderer, task.job, task.start, task.end, task.out_path, task.encoder,
-                {**identity, "chunk": task.chunk_index}, tick,
+                {**identity, "chunk": task.chunk_index}, tick, task.stream,
             )  # fmt: skip
             results.send(Done(replica_id, task.task_id, row, edges))
         except LipbenchError as exc:

