@@ -61,3 +61,18 @@ def test_odd_frame_size_is_cropped_to_even(tmp_path):
     video.encode_frames(frames, tmp_path / "odd.mp4", video.EncoderSettings())
     info = video.probe(tmp_path / "odd.mp4")
     assert (info.width, info.height) == (80, 62)
+
+
+def test_verify_result_refuses_a_timestamp_gap(tmp_path):
+    """All frames present but one shifted by two frame times: a player would hold a frame."""
+    video.encode_frames(_frames(20), tmp_path / "ok.mp4", video.EncoderSettings(fps=25))
+    from lipbench.ffmpeg import run_ffmpeg
+
+    run_ffmpeg(["-i", tmp_path / "ok.mp4", "-c", "copy",
+                "-bsf:v", "setts=ts=if(gte(N\\,10)\\,TS+7200\\,TS)", tmp_path / "gap.mp4"],
+               what="making a gap")  # fmt: skip
+    write_wav16k(tmp_path / "x.wav", np.zeros(int(0.8 * 16000)))
+    video.mux_audio(tmp_path / "gap.mp4", tmp_path / "x.wav", tmp_path / "r.mp4")
+    assert video.count_frames(tmp_path / "r.mp4")[0] == 20
+    with pytest.raises(MediaError, match="timestamp gap"):
+        video.verify_result(tmp_path / "r.mp4", 20, 25.0, 0.8)

@@ -129,18 +129,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
         rec = wb.generate(
             args.out, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
             chunks=args.chunks, engine=args.engine, avatar=args.avatar, threads=args.threads, progress=not args.no_progress,
-            keep_chunks=args.keep_chunks,
+            keep_chunks=args.keep_chunks, stream=args.stream, on_stream=_announce_stream,
         )  # fmt: skip
-    stages = "  ".join(f"{k} {v:.2f}s" for k, v in rec.timings.to_dict().items())
+    stages = "  ".join(
+        f"{k} {v:.2f}s" for k, v in rec.timings.to_dict().items() if isinstance(v, int | float)
+    )
     print(
         f"wrote {rec.outputs.video} ({rec.frames} frames, {rec.plan['n_chunks']} chunk(s), {rec.strategy}) and {rec.outputs.record}"
     )
     print(f"timings: {stages}")
+    if rec.stream is not None:
+        print(f"stream: {rec.stream.playlist} ({rec.stream.segments} segments)")
     if not rec.weights_trained:
         print(
             "NOTE: no checkpoint in weights/ — the mouth comes from SEEDED RANDOM (untrained) weights; see weights/README.md"
         )
     return 0
+
+
+def _announce_stream(playlist: Path) -> None:
+    """Called once, when the first segment is listed: the live playlist's path."""
+    print(f"streaming: {playlist}  (an HLS playlist that grows while rendering: open it in "
+          "mpv, ffplay or VLC; when the run ends it moves to <out>.files/stream/)", flush=True)  # fmt: skip
 
 
 def cmd_render_chunk(args: argparse.Namespace) -> int:
@@ -259,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results/demo/result.mp4")
     s.add_argument("--keep-chunks", action="store_true")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--stream", action="store_true",
+                   help="also write ~1 s segments + a growing HLS playlist while rendering; "
+                        "prints the playlist's path as soon as the first segment exists")  # fmt: skip
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("render-chunk", help="render one chunk of a plan (workflow step)")

@@ -135,16 +135,14 @@ def _concat_list_line(path: Path) -> str:
     return "file '" + str(path.resolve()).replace("'", "'\\''") + "'"
 
 
-def concat_videos(chunks: list[Path], out: str | os.PathLike, ffmpeg: str = "auto",
-                  video_only: bool = False) -> Path:  # fmt: skip
-    """Join chunk videos (same encoder settings) with the concat demuxer and stream copy
-    (``video_only``: drop the inputs' audio, e.g. a streamed chunk's segments)."""
+def concat_videos(chunks: list[Path], out: str | os.PathLike, ffmpeg: str = "auto") -> Path:
+    """Join chunk videos (same encoder settings) with the concat demuxer and stream copy."""
     out = Path(out)
     list_file = out.with_name(f".{out.stem}.concat.txt")
     write_text_atomic(list_file, "\n".join(_concat_list_line(Path(c)) for c in chunks) + "\n")
     try:
         with atomic_path(out) as tmp:
-            run_ffmpeg(["-f", "concat", "-safe", "0", "-i", list_file, *(["-map", "0:v"] if video_only else []), "-c", "copy", "-movflags", "+faststart", tmp],
+            run_ffmpeg(["-f", "concat", "-safe", "0", "-i", list_file, "-c", "copy", "-movflags", "+faststart", tmp],
                        what=f"merging {len(chunks)} chunks into {out}", setting=ffmpeg)  # fmt: skip
     finally:
         list_file.unlink(missing_ok=True)
@@ -213,11 +211,16 @@ def verify_result(path: str | os.PathLike, frames: int, fps: float, audio_s: flo
                   ffmpeg: str = "auto") -> None:  # fmt: skip
     """A final MP4 must decode to exactly ``frames`` frames and carry audio as long as the
     WAV it was made from (within one frame); otherwise MediaError and nothing is published."""
-    decoded, _ = count_frames(path)
+    decoded, seconds = count_frames(path)
     if decoded != frames:
         raise MediaError(
             f"the merged video has {decoded} frames, the plan has {frames} (a chunk is truncated or missing)",
             "re-render the chunks (the workflow: delete results/<job>/chunks and re-run)",
+        )
+    if abs(seconds - frames / fps) > 0.5 / fps:  # a timestamp gap: players repeat a frame
+        raise MediaError(
+            f"the merged video's {frames} frames span {seconds:.3f} s, not {frames / fps:.3f} s (a timestamp gap between chunks)",
+            "re-render the chunks with identical encoder settings",
         )
     got_audio = stream_seconds(path, "a", ffmpeg)
     if abs(got_audio - audio_s) > 1.0 / fps + 0.05:  # AAC frames are 64 ms at 16 kHz

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import MediaError
-from ..ffmpeg import explain_failure, ffmpeg_exe
-from ..video import EncoderSettings, concat_videos
+from ..ffmpeg import explain_failure, ffmpeg_exe, run_ffmpeg
+from ..video import EncoderSettings
 
 SEGMENT_LIST = "segments.csv"
 SEGMENT_PATTERN = "seg_%05d.ts"
@@ -125,6 +126,24 @@ class SegmentWriter:
         segments = read_segment_list(self.seg_dir)
         if self.frames_written == 0 or not segments:
             raise MediaError(f"no segments written for {self.path}")
-        concat_videos([self.seg_dir / s.name for s in segments], self.path,
-                      self.settings.ffmpeg, video_only=True)  # fmt: skip
+        join_segments([self.seg_dir / s.name for s in segments], self.path, self.settings.ffmpeg)
         return False
+
+
+def join_segments(segments: list[Path], out: Path, ffmpeg: str = "auto") -> Path:
+    """One chunk's segments → its video-only MP4 by stream copy. The segments are pieces of
+    one MPEG-TS stream, so their bytes join; the video's timestamps are shifted to start at
+    0 (the AAC priming put them 64 ms late), as in a plain chunk."""
+    joined = out.with_name(f".{out.stem}.joined.ts")
+    try:
+        with open(joined, "wb") as dst:
+            for seg in segments:
+                with open(seg, "rb") as src:
+                    shutil.copyfileobj(src, dst)
+        with atomic_path(out) as tmp:
+            run_ffmpeg(["-i", joined, "-map", "0:v:0", "-c", "copy", "-bsf:v", "setts=ts=TS-STARTPTS",
+                        "-movflags", "+faststart", tmp],
+                       what=f"joining the segments of {out}", setting=ffmpeg)  # fmt: skip
+    finally:
+        joined.unlink(missing_ok=True)
+    return out
