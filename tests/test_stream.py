@@ -151,3 +151,15 @@ def test_cli_stream_prints_the_playlist_before_the_result(config_file, speech_wa
     assert lines[live[0]].split()[1].endswith("index.m3u8")
     assert (tmp_path / "r.files" / "stream" / "index.m3u8").is_file()
     assert any(ln.startswith("stream: ") for ln in lines)
+
+
+@pytest.mark.parametrize(("start_s", "expected"), [(0.0, [25, 25, 10]), (1.4, [15, 25, 20])])
+def test_segments_fall_on_the_whole_videos_seconds(tmp_path, start_s, expected):
+    """A chunk starting at 1.4 s cuts at 2 s, 3 s … of the whole video, like a sequential run."""
+    wav = _wav(tmp_path / "a.wav", 5.0)
+    target = StreamTarget(str(tmp_path / "seg"), str(wav), start_s=start_s, duration_s=2.4)
+    with SegmentWriter(tmp_path / "c.mp4", 64, 48, ENC, target) as w:
+        for f in _frames(60):
+            w.write(f)
+    segs = read_segment_list(tmp_path / "seg")
+    assert [video.count_frames(tmp_path / "seg" / s.name)[0] for s in segs] == expected

@@ -122,7 +122,9 @@ def render_chunk(
     w, h = job.avatar.size
     t = time.perf_counter()
     writer_cm = (
-        SegmentWriter(out_path, w, h, encoder, stream) if stream else FrameWriter(out_path, w, h, encoder)
+        SegmentWriter(out_path, w, h, encoder, stream)
+        if stream
+        else FrameWriter(out_path, w, h, encoder, start / job.fps)
     )
     with writer_cm as writer:
         for frame in renderer.render(job, start, end):

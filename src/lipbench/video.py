@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import subprocess
@@ -33,11 +34,18 @@ class EncoderSettings:
     # segment is ready as soon as its last frame is rendered (17 frames sooner, measured)
     tune: str = "zerolatency"
 
-    def video_args(self) -> list[str]:
+    def video_args(self, start_s: float = 0.0) -> list[str]:
+        """``start_s``: where this piece starts in the whole video; keyframes fall on whole
+        multiples of keyframe_s of the WHOLE video (plus the piece's first frame), so a
+        chunk's segments line up with a sequential run's."""
         tune = [] if self.tune == "none" else ["-tune", self.tune]
+        k = self.keyframe_s
+        first_slot = math.floor(start_s / k + 1e-9)
+        # (+0.1 ms: a frame exactly on a slot must not miss it by float rounding)
+        keyframes = f"expr:if(eq(n,0),1,gte(t+{start_s + 1e-4:.6f},({first_slot}+n_forced)*{k:g}))"
         return [
             "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), *tune,
-            "-force_key_frames", f"expr:gte(t,n_forced*{self.keyframe_s:g})",
+            "-force_key_frames", keyframes,
             "-pix_fmt", "yuv420p",
             # yuv420p needs even sizes; crop one pixel off an odd edge rather than fail.
             "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
@@ -62,8 +70,10 @@ class FrameWriter:
     Use as a context manager; the file appears at ``path`` only if every frame was written
     and ffmpeg exited cleanly."""
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, settings: EncoderSettings):
+    def __init__(self, path: str | os.PathLike, width: int, height: int, settings: EncoderSettings,
+                 start_s: float = 0.0):  # fmt: skip
         self.path = Path(path)
+        self.start_s = start_s
         self.size = (width, height)
         self.settings = settings
         self.frames_written = 0
@@ -75,7 +85,7 @@ class FrameWriter:
         w, h = self.size
         cmd = [
             ffmpeg_exe(self.settings.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-            *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(), "-movflags", "+faststart", str(tmp),
+            *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(self.start_s), "-movflags", "+faststart", str(tmp),
         ]  # fmt: skip
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         return self

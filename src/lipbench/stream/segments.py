@@ -7,6 +7,7 @@ from exactly the frames that were streamed."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import subprocess
@@ -86,11 +87,11 @@ class SegmentWriter:
             ffmpeg_exe(s.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             *s.raw_input_args(w, h),
             "-ss", f"{t.start_s:.6f}", "-t", f"{t.duration_s:.6f}", "-i", t.audio,
-            "-map", "0:v:0", "-map", "1:a:0", *s.video_args(),
+            "-map", "0:v:0", "-map", "1:a:0", *s.video_args(t.start_s),
             "-c:a", "aac", "-b:a", t.audio_bitrate,
             # the audio is read at once, the video arrives at the render's pace
             "-max_muxing_queue_size", "8192",
-            "-f", "segment", "-segment_time", f"{s.keyframe_s:g}", "-segment_format", "mpegts",
+            "-f", "segment", *cut_args(s, t), "-segment_format", "mpegts",
             "-segment_list", str(self.seg_dir / SEGMENT_LIST), "-segment_list_type", "csv",
             str(self.seg_dir / SEGMENT_PATTERN),
         ]  # fmt: skip
@@ -128,6 +129,18 @@ class SegmentWriter:
             raise MediaError(f"no segments written for {self.path}")
         join_segments([self.seg_dir / s.name for s in segments], self.path, self.settings.ffmpeg)
         return False
+
+
+def cut_args(settings: EncoderSettings, target: StreamTarget) -> list[str]:
+    """Cut where the whole video's keyframe slots fall inside this chunk (see
+    ``EncoderSettings.video_args``): half a frame early, so rounding never skips a keyframe."""
+    k, start = settings.keyframe_s, target.start_s
+    slot = math.floor(start / k + 1e-9) + 1
+    cuts = []
+    while slot * k - start < target.duration_s - 0.5 / settings.fps:
+        cuts.append(f"{slot * k - start - 0.5 / settings.fps:.6f}")
+        slot += 1
+    return ["-segment_times", ",".join(cuts)] if cuts else ["-segment_time", "86400"]
 
 
 def join_segments(segments: list[Path], out: Path, ffmpeg: str = "auto") -> Path:
