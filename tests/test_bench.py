@@ -50,9 +50,10 @@ def test_grid_from_config_and_the_planner(cfg):
 def test_grid_from_snakemake_style_config(make_config, tmp_path):
     """`snakemake report --config 'sweep={durations: [2, 5], max_pairs: 3}'` passes nested
     values as text: the schema accepts numeric text and the grid casts it."""
-    cfg = make_config(tmp_path, sweep={"durations": ["2", "5"], "max_pairs": "3", "ci_target": ".2", "chunk_counts": "planner"})  # fmt: skip
+    cfg = make_config(tmp_path, sweep={"durations": ["2", "5"], "max_pairs": "3", "ci_target": ".2", "chunk_counts": "planner", "stream": "false"})  # fmt: skip
     g = grid.Grid.from_config(cfg)
     assert (g.durations, g.max_pairs, g.ci_target, g.chunk_counts) == ([2.0, 5.0], 3, 0.2, None)
+    assert g.stream is False and grid.Grid.from_config(make_config(tmp_path)).stream is True
     with pytest.raises(InputError, match="sweep/durations/0"):
         make_config(tmp_path, sweep={"durations": ["two"]})
 
@@ -77,6 +78,7 @@ def test_grid_explicit_chunks_and_model_sets(cfg):
         {"model_sets": [[]]},
         {"min_pairs": 5, "max_pairs": 3},
         {"max_contamination": 0},
+        {"stream": "maybe"},
     ],
 )
 def test_bad_grids_raise_clear_errors(kw):
@@ -210,6 +212,40 @@ def test_measured_cost_predictions_by_hand():
     assert costmodel.thread_counts(2) == [1, 2] and costmodel.thread_counts(6) == [1, 2, 4, 6]
 
 
+def _cost_record(stream: dict | None) -> dict:
+    """The parts of a run record the cost model reads: chunk 0 renders 100 frames in 5 s
+    (20 frames/s); it started 0.8 s after the job (its first frame 0.3 s later)."""
+    return {
+        "chunks": [{"chunk": 0, "replica": 0, "model": "gan", "frames": 100, "wall_s": 5.0,
+                    "start_ts": 1000.8, "first_frame_ts": 1001.1}],
+        "timings": {"infer": 5.0, "total": 6.5, "first_frame_s": 1.1},
+        "plan": {"fps": 25}, "threads_per_replica": 2, "frames": 100, "stream": stream,
+    }  # fmt: skip
+
+
+def test_startup_is_calibrated_on_the_first_segment():
+    # streamed: the first 1.0 s segment (25 frames, 1.25 s at 20 frames/s) was listed 2.5 s
+    # after the job started → the model's render start is 2.5 − 1.25 = 1.25 s
+    streamed = _cost_record({"ready_s": [2.5, 3.7], "durations_s": [1.0, 1.0]})
+    assert costmodel.startup_from_record(streamed) == pytest.approx(1.25)
+    # plain: chunk 0's start = its first frame (1.1 s from the job's start) − 0.3 s
+    assert costmodel.startup_from_record(_cost_record(None)) == pytest.approx(0.8)
+    seq = costmodel.CostMeasurement.from_record("threads", streamed, 1, True, {})
+    par = costmodel.CostMeasurement.from_record("replicas", _cost_record(None), 1, True, {})
+    par.replicas, par.threads = 2, 1
+    model = costmodel.fit([seq, par], "cpu", 2)
+    assert model.startup_s == {"sequential": 1.25, "parallel": 0.8}
+    assert model.overhead_s == {"sequential": 1.5, "parallel": 1.5}
+
+
+def test_predicted_latency_of_a_configuration():
+    # COST at 25 fps, 250 frames, 1 s segments; no start-up measured: the fixed 0.5 s stands in.
+    # Sequential at 10 frames/s: segments ready at 0.5 + 2.5 k → ends 26.5 → waits 16.5 s.
+    seq = grid.RunConfig(10.0, "sequential", 1, ("gan",))
+    assert costmodel.predicted_latency(COST, seq, 25, 1.0) == pytest.approx(16.5)
+    assert costmodel.predicted_latency(None, seq, 25, 1.0) is None
+
+
 def test_measured_policy_reads_the_published_cost_model(tmp_path, make_config):
     cfg = make_config(tmp_path, results_dir=str(tmp_path / "res"), plan={"policy": "measured"})
     with pytest.raises(InputError, match="run `lipbench bench`"):
@@ -290,6 +326,74 @@ def test_decision_table(made_up):
     assert dec.loc[10.0, "planner_slower_than_best"] == pytest.approx(0.0)
     assert dec.loc[5.0, "best_config"] == "not measurable"
     assert "5 s: not measurable" in summary.format_decisions(dec.reset_index())
+
+
+# --- latency beside throughput (made-up pairs) ----------------------------------------------
+def _with_latency(rows: list[dict], frames: int, seq_first, par_first, seq_stall, par_stall,
+                  predicted=(None, None)) -> list[dict]:  # fmt: skip
+    for r, sf, pf, ss, ps in zip(rows, seq_first, par_first, seq_stall, par_stall, strict=True):
+        r.update(frames=frames, streamed=True, seq_first_playable_s=sf, par_first_playable_s=pf,
+                 seq_stall_s=ss, par_stall_s=ps, predicted_seq_latency_s=predicted[0],
+                 predicted_par_latency_s=predicted[1])  # fmt: skip
+    return rows
+
+
+@pytest.fixture
+def latency_pairs() -> pd.DataFrame:
+    rows = _with_latency(
+        _pairs("10 s · 2", 10.0, 2, [12.0, 9.0, 13.0, 30.0], [8.0, 6.0, 10.0, 10.0], [True, True, True, False]),
+        250, [1.0, 1.2, 1.1, 9.0], [2.0, 2.2, 2.1, 9.0], [3.0, 2.0, 4.0, 50.0], [1.0, 0.5, 1.5, 50.0],
+        predicted=(4.4, 2.7),
+    ) + _with_latency(
+        _pairs("5 s · 2", 5.0, 2, [5.0, 5.2, 5.1], [4.0, 4.1, 4.2], planner=1),
+        125, [0.8, 0.9, 1.0], [1.6, 1.7, 1.8], [0.0, 0.0, 0.0], [0.2, 0.1, 0.3],
+    )  # fmt: skip
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def test_latency_medians_use_clean_pairs_only(latency_pairs):
+    s = summary.summarize(latency_pairs, 2, 0.1).set_index("comparison").loc["10 s · 2"]
+    # the contaminated pair (first 9 s, stall 50 s) is in no median
+    assert (s.median_seq_first_s, s.median_par_first_s) == pytest.approx((1.1, 2.1))
+    assert (s.median_seq_stall_s, s.median_par_stall_s) == pytest.approx((3.0, 1.0))
+    assert (s.predicted_seq_latency_s, s.predicted_par_latency_s) == (4.4, 2.7)
+    t = summary.latency_table(latency_pairs)
+    assert list(t.columns) == summary.LATENCY_COLUMNS
+    assert list(zip(t.duration_s, t.config, strict=True)) == [
+        (5.0, "sequential"), (5.0, "parallel 2 chunks"), (10.0, "sequential"), (10.0, "parallel 2 chunks"),
+    ]  # fmt: skip
+    ten = t[t.duration_s == 10.0].set_index("strategy")
+    assert ten.runs.tolist() == [3, 3] and ten.median_total_s.tolist() == [12.0, 8.0]
+    # first + stall per run: 4.0, 3.2, 5.1 → 4.0; 3.0, 2.7, 3.6 → 3.0
+    assert ten.median_latency_s.tolist() == pytest.approx([4.0, 3.0])
+    assert ten.frames_per_s.tolist() == pytest.approx([250 / 12, 250 / 8])
+    assert ten.predicted_latency_s.tolist() == [4.4, 2.7]
+    five = t[t.duration_s == 5.0].set_index("strategy")
+    assert five.median_latency_s.tolist() == pytest.approx([0.9, 1.8])  # 1.6+0.2, 1.7+0.1, 1.8+0.3
+    assert five.predicted_latency_s.isna().all()
+    printed = summary.format_latency(t)
+    assert "first playable" in printed and "2.10 s" in printed and "31.2" in printed
+
+
+def test_latency_text_states_the_trade_off_from_the_numbers(latency_pairs):
+    text = summary.latency_text(summary.latency_table(latency_pairs), 25)
+    # 5 s: sequential starts sooner and waits less in all; parallel renders faster
+    assert ("At 5 s of speech: sequential plays after 0.90 s, stalls 0.00 s, renders 24.5 "
+            "frames/s (done at 5.10 s)") in text  # fmt: skip
+    assert ("the least waiting in all (first + stall, 0.90 s): sequential; the highest throughput: "
+            "parallel 2 chunks — here latency and throughput pick differently") in text  # fmt: skip
+    # 10 s: sequential shows its first frame sooner, but parallel stalls less and finishes first
+    assert ("the first frame soonest: sequential; the least waiting in all (first + stall, 3.00 s): "
+            "parallel 2 chunks; the highest throughput: parallel 2 chunks.") in text  # fmt: skip
+    assert "pick differently at 5 s:" in text
+    assert "up to 31.2 frames/s, above the video's 25" in text and "(below 25 frames/s: sequential)" in text  # fmt: skip
+    # predicted 4.4 and 2.7 vs measured 4.0 and 3.0: off by 10 % both
+    assert "off the measured median by 10 %" in text and "worst 10 %" in text
+    plain = summary.latency_table(latency_pairs.assign(streamed=False))
+    assert "did not stream" in summary.latency_text(plain, 25)
+    none = summary.latency_table(latency_pairs.assign(clean=False))
+    assert none.empty and summary.format_latency(none) == ""
+    assert summary.latency_table(pd.DataFrame(columns=[c for c in PAIR_COLUMNS if "first" not in c])).empty  # fmt: skip
 
 
 # --- speech of an exact duration ------------------------------------------------------------
@@ -455,6 +559,17 @@ def test_bench_on_a_quiet_machine_gives_a_speedup_with_an_interval(bench_cmd):
     assert row["status"] in ("target", "cap") and "SEEDED-RANDOM" in printed
     df = pd.read_csv(out / "strategies.csv")
     assert list(df.columns) == COLUMNS and (df.groupby("run_id").frames.first() == 12).all()
+    # every run streamed; its latency counts from its own job's start (the bench started long
+    # before: warm-up, earlier runs), so the first segment plays before that job's end
+    per_run = df.pivot_table(index="run_id", columns="stage", values="seconds").join(
+        df.groupby("run_id")[["streamed", "first_playable_s", "stall_s", "latency_origin"]].first()
+    )
+    assert per_run.streamed.all() and (per_run.latency_origin == "job start").all()
+    assert ((per_run.first_playable_s > 0) & (per_run.first_playable_s < per_run.total)).all()
+    assert (per_run.stall_s >= 0).all()
+    assert "latency from each job's start, streamed runs" in printed and "first playable" in printed
+    assert {r["strategy"] for r in doc["latency"]} == {"sequential", "parallel"}
+    assert doc["stream"] is True and "Every run streamed" in doc["latency_text"]
     # the cost model was measured in the same run, explains the result and feeds the planner
     assert "why: On this machine" in printed and "Predicted vs measured speed-up" in printed
     cost = doc["cost_model"]
@@ -467,6 +582,8 @@ def test_bench_on_a_quiet_machine_gives_a_speedup_with_an_interval(bench_cmd):
         json.loads((results / "bench" / "cost_model.json").read_text())
     )
     assert published.concurrent_fps[2] > 0 and max(published.thread_fps) == cpu_cores()
+    assert set(published.startup_s) == {"sequential", "parallel"}  # the latency objective's
+    assert pairs.predicted_par_latency_s.notna().all() and (pairs.seq_first_playable_s > 0).all()
     assert sorted(published.thread_fps) == costmodel.thread_counts(cpu_cores())
     side = sidecar_paths(out / "strategies.csv")
     entries = load_runs(side["runs"])

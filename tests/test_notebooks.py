@@ -26,6 +26,7 @@ FIGURE_TITLES = [
     "Figure 4 · CPU utilisation and memory per replica",
     "Figure 5 · Measured decision tree",
     "Figure 6 · Cost model: why parallel wins or loses here",
+    "Figure 7 · Latency vs throughput",
 ]
 # Every run counts as clean (limit 100 %): this tests the notebooks, not the machine's quiet
 # (test_bench.py does that); the busy report is tested on a copy marked contaminated.
@@ -49,7 +50,7 @@ def test_committed_notebook_is_stripped_and_runnable(name):
 
 PARAMETERS = {
     "sweep": ["durations", "chunk_counts", "model_sets", "min_pairs", "max_pairs", "device",
-              "text_source", "lang", "out_csv", "config_path", "seed"],
+              "text_source", "lang", "out_csv", "config_path", "seed", "stream"],
     "report": ["sweep_csv", "out_dir"],
     "explore": ["run_json", "avatar", "n_crops"],
 }  # fmt: skip
@@ -116,6 +117,11 @@ def test_sweep_writes_runs_and_pairs_for_every_grid_point(swept):
     doc = json.loads(sidecar_paths(csv)["summary"].read_text())
     assert doc["grid"]["durations"] == TINY["durations"] and doc["measurable"] is True
     assert doc["cost_model"]["measurable"] and "On this machine" in doc["explanation"]
+    # every run streamed (sweep.stream defaults to true); latency counts from each job's start
+    runs_ = df.drop_duplicates("run_id")
+    assert runs_.streamed.all() and (runs_.latency_origin == "job start").all()
+    assert (runs_.first_playable_s > 0).all() and (runs_.stall_s >= 0).all()
+    assert pairs.par_first_playable_s.notna().all() and len(doc["latency"]) == 4
     printed = _printed(nb)
     assert "SEEDED-RANDOM" in printed and "speed-up [95 % CI]" in printed
 
@@ -143,9 +149,10 @@ def test_report_html_has_every_figure_and_its_numbers(report_html, swept):
     assert not _errors(nb)
     for title in FIGURE_TITLES:
         assert title in html
-    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) >= 6
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) >= 7
     assert sorted(p.name for p in figs.glob("*.png")) == [
-        "cost_model.png", "decision.png", "gantt.png", "speedup.png", "stages.png", "utilisation.png",
+        "cost_model.png", "decision.png", "gantt.png", "latency.png", "speedup.png", "stages.png",
+        "utilisation.png",
     ]  # fmt: skip
     # --no-input: no code in the page; the text states machine, device, weights, protocol
     assert "import seaborn" not in html and "nb.typical_pair" not in html
@@ -160,6 +167,12 @@ def test_report_html_has_every_figure_and_its_numbers(report_html, swept):
         )
     assert "n = 2" in html and "Peak RSS in this run" in html
     assert doc["explanation"].split(":")[0] in html  # the generated paragraph
+    # Figure 7's table and text hold the measured latency medians, written from the numbers
+    for row in doc["latency"]:
+        assert f"{row['median_first_s']:.2f}" in html and f"{row['frames_per_s']:.2f}" in html
+    first = doc["latency"][0]
+    assert f"At {first['duration_s']:g} s of speech: {first['config']} plays after {first['median_first_s']:.2f} s" in html  # fmt: skip
+    assert "Every run streamed" in html and "first + stall" in html
 
 
 def test_report_says_not_measurable_when_the_machine_was_busy(swept, tmp_path):
@@ -184,6 +197,7 @@ def test_report_says_not_measurable_when_the_machine_was_busy(swept, tmp_path):
     assert "Highest median speed-up" not in html and "8 of 8 timed runs were" in html
     assert "matches the measured best" not in html  # no verdict on the seed's rule either
     assert sorted(p.name for p in figs.glob("*.png")) == []  # no chart of contaminated runs
+    assert "s of speech:" not in html  # no latency of contaminated runs either
 
 
 def test_explore_runs_on_a_sweep_record(swept):

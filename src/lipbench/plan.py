@@ -18,6 +18,7 @@ import numpy as np
 from .atomic import write_text_atomic
 from .audio import SAMPLE_RATE
 from .errors import InputError
+from .stream.stall import Playback, playback, segment_schedule
 
 FRAME_RULE = (
     "frames = max(1, round(duration_s * fps)); frame i uses the 16-frame mel window starting at "
@@ -37,6 +38,9 @@ SEED_RULE_TEXT = (
     f"> {2 * SEED_SECONDS_PER_CHUNK:g} s: 2–{SEED_MAX_CHUNKS} chunks"
 )
 POLICIES = ("seed", "fixed", "measured")
+# What the ``measured`` policy minimises: the job's total time, or what a viewer of the
+# streamed video waits (first playable frame + stalls; see ``lipbench.stream.stall``).
+OBJECTIVES = ("throughput", "latency")
 
 
 def estimate_optimal_chunks(
@@ -73,9 +77,11 @@ def seed_rule_label(duration_s: float) -> str:
 class MeasuredCost:
     """A cost model measured by `lipbench bench` on this machine (the ``measured`` policy):
     frames/s of one replica at each thread count, per-replica frames/s while k replicas
-    render at once, and each strategy's fixed seconds per job (convert, detect, mel, merge).
+    render at once, each strategy's fixed seconds per job (convert, detect, mel, merge) and
+    its start-up seconds (job start → first frame rendering, calibrated on the first segment).
 
-    Predicted job time = fixed + frames on the busiest replica / that replica's rate."""
+    Predicted job time = fixed + frames on the busiest replica / that replica's rate.
+    Predicted latency = ``playback`` of the segments' predicted ready times."""
 
     cpu: str
     cores: int
@@ -83,34 +89,74 @@ class MeasuredCost:
     concurrent_fps: dict[int, float]  # k → frames/s of EACH of k replicas running at once
     overhead_s: dict[str, float]  # "sequential" | "parallel" → fixed seconds per job
     created: str = ""
+    # "sequential" | "parallel" → seconds from the job's start until its first frame starts
+    # rendering; a cost model from before streaming lacks it: ``overhead_s`` stands in
+    startup_s: dict[str, float] = field(default_factory=dict)
+
+    def _rate(self, n_chunks: int, replicas: int) -> tuple[str, float | None, int]:
+        """(strategy, frames/s per rendering replica, replicas rendering) for a plan."""
+        if n_chunks <= 1 or replicas <= 1:  # one replica with every core renders it all
+            kind = "sequential" if n_chunks <= 1 else "parallel"
+            return kind, self.thread_fps.get(max(self.thread_fps, default=0)), 1
+        k = min(replicas, n_chunks)
+        return "parallel", self.concurrent_fps.get(k), k
 
     def predict_s(
         self, frames: int, n_chunks: int, replicas: int, chunk_frames: list[int] | None = None
     ) -> float | None:
         """``chunk_frames``: the plan's actual chunk sizes (silence snapping makes them
         uneven); None assumes an even split. Chunk k goes to replica k % replicas."""
-        if n_chunks <= 1 or replicas <= 1:  # one replica with every core renders it all
-            rate = self.thread_fps.get(max(self.thread_fps, default=0))
-            over = self.overhead_s.get("sequential" if n_chunks <= 1 else "parallel")
-            return frames / rate + over if rate and over is not None else None
-        k = min(replicas, n_chunks)
-        rate = self.concurrent_fps.get(k)
-        over = self.overhead_s.get("parallel")
+        kind, rate, k = self._rate(n_chunks, replicas)
+        over = self.overhead_s.get(kind)
         if not rate or over is None:
             return None
+        if k == 1:
+            return frames / rate + over
         if chunk_frames:
             busiest = max(sum(chunk_frames[i::k]) for i in range(k))
         else:
             busiest = frames * math.ceil(n_chunks / k) / n_chunks
         return busiest / rate + over
 
-    def best_chunks(self, frames: int, replicas: int, max_chunks: int) -> int:
-        """The chunk count with the lowest predicted time; 1 (sequential) unless another
-        count is predicted faster, so the planner never picks a plan its model calls slower."""
-        best, best_s = 1, self.predict_s(frames, 1, replicas)
-        for n in range(2, max(1, min(max_chunks, replicas)) + 1):
-            t = self.predict_s(frames, n, replicas)
-            if t is not None and (best_s is None or t < best_s):
+    def predict_playback(
+        self, frames: int, n_chunks: int, replicas: int, fps: float, segment_s: float,
+        chunk_frames: list[int] | None = None,
+    ) -> Playback | None:  # fmt: skip
+        """A streamed job's playback from the job's start: segments of ``segment_s`` cut in
+        every chunk, ready as the plan's replicas render them (sequential streams from its
+        first segment; a parallel plan's chunk 2 helps only once chunk 1 has played)."""
+        kind, rate, k = self._rate(n_chunks, replicas)
+        start = self.startup_s.get(kind, self.overhead_s.get(kind))
+        if not rate or start is None:
+            return None
+        sizes = chunk_frames or even_split(frames, n_chunks)
+        ready, durations = segment_schedule(sizes, k, rate, fps, segment_s, start)
+        return playback(ready, durations)
+
+    def best_chunks(
+        self, frames: int, replicas: int, max_chunks: int, objective: str = "throughput",
+        fps: float = 25.0, segment_s: float = 1.0,
+    ) -> int:  # fmt: skip
+        """The chunk count with the lowest predicted cost: total time (``throughput``; at most
+        one chunk per replica) or first playable + stall (``latency``; any count up to
+        ``max_chunks``, since smaller chunks reach the player sooner). 1 (sequential) unless
+        another count is predicted better, so the planner never picks a plan its model calls
+        worse than sequential."""
+        if objective not in OBJECTIVES:
+            raise InputError(f"unknown plan objective '{objective}'", f"use one of {', '.join(OBJECTIVES)}")  # fmt: skip
+
+        def cost(n: int) -> float | None:
+            if objective == "throughput":
+                return self.predict_s(frames, n, replicas)
+            played = self.predict_playback(frames, n, replicas, fps, segment_s)
+            return None if played is None else played.latency_s
+
+        top = min(max_chunks, replicas) if objective == "throughput" else max_chunks
+        top = 1 if replicas <= 1 else min(top, frames)
+        best, best_s = 1, cost(1)
+        for n in range(2, max(1, top) + 1):
+            t = cost(n)
+            if t is not None and (best_s is None or t < best_s - 1e-9):
                 best, best_s = n, t
         return best
 
@@ -126,7 +172,15 @@ class MeasuredCost:
             concurrent_fps={int(k): float(v) for k, v in d["concurrent_fps"].items()},
             overhead_s={k: float(v) for k, v in d["overhead_s"].items()},
             created=d.get("created", ""),
+            startup_s={k: float(v) for k, v in (d.get("startup_s") or {}).items()},
         )
+
+
+def even_split(frames: int, n_chunks: int) -> list[int]:
+    """Chunk sizes of an even cut (``cut_points`` without silence snapping)."""
+    n = max(1, min(n_chunks, frames))
+    ideal = [round(k * frames / n) for k in range(n + 1)]
+    return [b - a for a, b in zip(ideal[:-1], ideal[1:], strict=True)]
 
 
 def measured_cost_path(cfg: dict[str, Any]) -> Path:
@@ -155,18 +209,36 @@ def planned_chunks(
     cfg: dict[str, Any],
     chunks: int | None = None,
     cost: MeasuredCost | None = None,
+    stream: bool = True,
 ) -> tuple[int, str]:
     """How many chunks the planner picks, and under which policy: an explicit ``chunks``,
-    else the config's policy (``measured`` uses ``cost``, or the published cost model)."""
+    else the config's policy (``measured`` uses ``cost``, or the published cost model, and
+    minimises ``plan.objective``). The one place this decision is made: the CLI, the
+    pipeline (so the server), the workflow's plan rule and the bench all call it.
+
+    ``stream=False``: the job will not stream, so its latency is its total time and the
+    ``latency`` objective reduces to ``throughput``."""
     p = cfg["plan"]
     if chunks is not None:
         return chunks, "fixed"
     if p["policy"] == "fixed":
         return p["chunks"], "fixed"
+    objective = p.get("objective", "throughput") if stream else "throughput"
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown plan.objective '{objective}'", f"use one of {', '.join(OBJECTIVES)}")  # fmt: skip
     if p["policy"] == "measured":
         cost = cost or load_measured_cost(cfg)
-        frames = frame_count(round(duration_s * SAMPLE_RATE), float(cfg["fps"]))
-        return cost.best_chunks(frames, replicas, p["max_chunks"]), "measured"
+        fps = float(cfg["fps"])
+        frames = frame_count(round(duration_s * SAMPLE_RATE), fps)
+        segment_s = float(cfg["video"]["keyframe_s"])
+        n = cost.best_chunks(frames, replicas, p["max_chunks"], objective, fps, segment_s)
+        return n, "measured" if objective == "throughput" else "measured latency"
+    if objective == "latency":
+        raise InputError(
+            f"plan.objective is 'latency' but plan.policy is '{p['policy']}': only the measured "
+            "cost model predicts when segments are ready",
+            "set plan.policy: measured (after one `lipbench bench`), or plan.objective: throughput",
+        )
     n = estimate_optimal_chunks(
         duration_s, replicas, p["seconds_per_chunk"], p["min_parallel_s"], p["max_chunks"]
     )
@@ -313,12 +385,16 @@ def make_plan(
 
 
 def plan_from_config(
-    samples: np.ndarray, cfg: dict[str, Any], models: list[str], chunks: int | None = None
+    samples: np.ndarray,
+    cfg: dict[str, Any],
+    models: list[str],
+    chunks: int | None = None,
+    stream: bool = True,
 ) -> Plan:
     """Chunk count from ``planned_chunks`` (an explicit ``chunks``, else the config's
-    policy); then cut."""
+    policy and objective; ``stream``: whether the job streams); then cut."""
     p = cfg["plan"]
-    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), cfg, chunks)
+    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), cfg, chunks, stream=stream)
     return make_plan(samples, cfg["fps"], n, models, policy, p["snap_silence"], p["snap_window_s"])
 
 

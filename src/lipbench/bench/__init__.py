@@ -12,13 +12,14 @@ Modules (each one job; none imports this package's ``__init__``):
 - ``results`` / ``outputs``: what was measured, and the files it is written to;
 - ``runner``: warm-up, pairs, re-runs, the cost model — ``run_bench``, ``run_sweep``
   (imported from ``lipbench.bench.runner``: it starts torch, this package does not);
-- ``summary``: tables and text shared by the CLI and the report;
+- ``summary``: tables and text shared by the CLI and the report (speed-ups; latency — first
+  playable frame and stall — beside throughput);
 - ``notebook``: the notebooks' helpers; ``speed`` / ``speed_suite``: ``--suite speed``.
 """
 
 from .grid import Comparison, Grid, RunConfig, comparisons
 from .results import COLUMNS, PAIR_COLUMNS, STAGES, BenchResult, load_runs, sidecar_paths
-from .summary import decision_table, format_report, summarize
+from .summary import decision_table, format_report, latency_table, latency_text, summarize
 
 __all__ = [
     "COLUMNS",
@@ -31,6 +32,8 @@ __all__ = [
     "comparisons",
     "decision_table",
     "format_report",
+    "latency_table",
+    "latency_text",
     "load_runs",
     "sidecar_paths",
     "summarize",

@@ -6,7 +6,9 @@ timed run checked for contamination like every other:
 - frames/s of ONE replica at 1, 2, 4, … up to the sequential strategy's threads;
 - frames/s of EACH of k replicas rendering at once (k = the parallel model sets' sizes,
   one chunk per replica, with the threads per replica the parallel strategy uses);
-- each strategy's fixed seconds per job (convert, face boxes, mel, merge: total − infer).
+- each strategy's fixed seconds per job (convert, face boxes, mel, merge: total − infer);
+- each strategy's start-up: job start → its first frame starts rendering, calibrated so the
+  first segment's predicted ready time matches the measured one (``startup_from_record``).
 
 ``plan.MeasuredCost`` turns these into a predicted time per plan (the ``measured`` plan
 policy uses the same numbers), and ``explain`` into the report's paragraph.
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..plan import MeasuredCost
-from .grid import Comparison
+from .grid import Comparison, RunConfig
 from .stats import Interval
 
 
@@ -46,6 +48,7 @@ class CostMeasurement:
     attempts: int
     clean: bool
     contamination: dict[str, Any] = field(default_factory=dict)
+    startup_s: float | None = None  # job start → first frame starting to render (see above)
 
     @property
     def fps_total(self) -> float:
@@ -61,8 +64,25 @@ class CostMeasurement:
             models=[c["model"] for c in chunks], frames=rec["frames"],
             infer_s=rec["timings"]["infer"], total_s=rec["timings"]["total"],
             fps_per_replica=round(sum(rates) / len(rates), 3), attempts=attempts, clean=clean,
-            contamination=contamination,
+            contamination=contamination, startup_s=startup_from_record(rec),
         )  # fmt: skip
+
+
+def startup_from_record(rec: dict[str, Any]) -> float | None:
+    """Seconds from the job's start until its first frame started rendering, as the latency
+    model (``stream.stall.segment_schedule``) counts it. A streamed run: the first segment's
+    measured ready time less its frames at chunk 0's rate, so the encoder's and the batches'
+    delays are inside. A plain run: chunk 0's start (first_frame_s counts from the origin)."""
+    t = rec["timings"]
+    chunk0 = min(rec["chunks"], key=lambda c: c["chunk"])
+    rate = chunk0["frames"] / max(chunk0["wall_s"], 1e-9)
+    stream = rec.get("stream")
+    if stream and stream.get("ready_s"):
+        frames = round(stream["durations_s"][0] * float(rec["plan"]["fps"]))
+        return round(max(0.0, stream["ready_s"][0] - frames / rate), 4)
+    if t.get("first_frame_s") is None:
+        return None
+    return round(max(0.0, t["first_frame_s"] - (chunk0["first_frame_ts"] - chunk0["start_ts"])), 4)
 
 
 @dataclass
@@ -92,8 +112,15 @@ def fit(measurements: list[CostMeasurement], cpu: str, cores: int) -> MeasuredCo
     overhead = {"sequential": round(seq.total_s - seq.infer_s, 4)}
     if par:
         overhead["parallel"] = round(sum(par) / len(par), 4)
+    startup = {}
+    if seq.startup_s is not None:
+        startup["sequential"] = seq.startup_s
+    par_up = [m.startup_s for m in measurements if m.kind == "replicas" and m.startup_s is not None]  # fmt: skip
+    if par_up:
+        startup["parallel"] = round(sum(par_up) / len(par_up), 4)
     return MeasuredCost(cpu=cpu, cores=cores, thread_fps=thread_fps, concurrent_fps=concurrent,
-                        overhead_s=overhead, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
+                        overhead_s=overhead, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        startup_s=startup)  # fmt: skip
 
 
 def predicted_speedup(
@@ -107,6 +134,20 @@ def predicted_speedup(
     seq = cost.predict_s(frames, 1, 1)
     par = cost.predict_s(frames, comp.parallel.n_chunks, len(comp.parallel.models), chunk_frames)
     return round(seq / par, 4) if seq and par else None
+
+
+def predicted_latency(
+    cost: MeasuredCost | None, rc: RunConfig, fps: float, segment_s: float,
+    chunk_frames: list[int] | None = None,
+) -> float | None:  # fmt: skip
+    """Predicted first playable + stall (s from the job start) of one streamed configuration."""
+    if cost is None:
+        return None
+    frames = sum(chunk_frames) if chunk_frames else max(1, round(rc.duration_s * fps))
+    played = cost.predict_playback(
+        frames, rc.n_chunks, len(rc.models), fps, segment_s, chunk_frames
+    )
+    return None if played is None else round(played.latency_s, 4)
 
 
 def _pct(x: float) -> str:

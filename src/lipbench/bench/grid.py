@@ -78,6 +78,7 @@ class Grid:
     cost_clip_s: float = 4.0
     seed: int = 0
     sequential_model: str | None = None  # None = the config's
+    stream: bool = True  # timed runs stream, so their latency is a streamed video's
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **overrides: Any) -> Grid:
@@ -95,7 +96,7 @@ class Grid:
                 if v is not None:
                     values[name] = [cast(x) for x in v] if isinstance(v, list) else cast(v)
         except ValueError as exc:
-            raise InputError(f"sweep: {exc}", "give numbers, e.g. sweep={durations: [5, 10]}") from None  # fmt: skip
+            raise InputError(f"sweep: {exc}", "give numbers (stream: true or false), e.g. sweep={durations: [5, 10]}") from None  # fmt: skip
         return cls(**values).validate()
 
     def validate(self) -> Grid:
@@ -126,6 +127,8 @@ class Grid:
                 f"need 2 ≤ min pairs ≤ max pairs, got {self.min_pairs} and {self.max_pairs}",
                 "e.g. --min-pairs 3 --max-pairs 8",
             )
+        if not isinstance(self.stream, bool):
+            raise InputError(f"sweep.stream must be true or false, got {self.stream!r}", "e.g. sweep={stream: false}")  # fmt: skip
         if not 0 < self.max_contamination <= 1 or self.reruns < 0 or self.ci_target <= 0:
             raise InputError(
                 "max contamination must be in (0, 1], reruns ≥ 0 and the CI target > 0",
@@ -142,10 +145,22 @@ class Grid:
         return resolve_job(cfg, "sequential", given).models
 
 
+def as_bool(value: Any) -> bool:
+    """A switch as the config or ``snakemake --config`` gives it (true, "false", "True", …)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 _CASTS: dict[str, Callable[[Any], Any]] = {
     "durations": float, "chunk_counts": int, "min_pairs": int, "max_pairs": int,
     "ci_target": float, "max_contamination": float, "reruns": int, "warmup_s": float,
-    "cost_clip_s": float,
+    "cost_clip_s": float, "stream": as_bool,
 }  # fmt: skip
 
 
@@ -159,7 +174,9 @@ def comparisons(
     for d in grid.durations:
         seq = RunConfig(float(d), "sequential", 1, seq_models)
         for models in grid.parallel_sets(cfg):
-            counts = grid.chunk_counts or [planner_for(float(d), len(models), cfg, cost)]
+            counts = grid.chunk_counts or [
+                planner_for(float(d), len(models), cfg, cost, grid.stream)
+            ]
             for c in counts:
                 comp = Comparison(seq, RunConfig(float(d), "parallel", int(c), models))
                 if comp not in out:
@@ -168,10 +185,11 @@ def comparisons(
 
 
 def planner_for(
-    duration_s: float, replicas: int, cfg: dict[str, Any], cost: MeasuredCost | None = None
-) -> int:
+    duration_s: float, replicas: int, cfg: dict[str, Any], cost: MeasuredCost | None = None,
+    stream: bool = True,
+) -> int:  # fmt: skip
     """The configured planner's chunk count (1 = it would render sequentially)."""
-    return planned_chunks(duration_s, replicas, cfg, cost=cost)[0]
+    return planned_chunks(duration_s, replicas, cfg, cost=cost, stream=stream)[0]
 
 
 # --- parameters as the CLI and the notebooks pass them -----------------------------------

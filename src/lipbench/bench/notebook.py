@@ -89,6 +89,20 @@ def add_series(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def latency_frame(files: BenchFiles) -> pd.DataFrame:
+    """``summary.latency_table`` of the benches' pairs (clean ones only), with a ``series``
+    column for legends (models named only when several parallel model sets were run)."""
+    from .summary import latency_table
+
+    lat = latency_table(files.pairs)
+    multi = lat.loc[lat["strategy"] == "parallel", "models"].nunique() > 1
+    lat["series"] = [
+        c + (f" [{m}]" if multi and s == "parallel" else "")
+        for c, m, s in zip(lat["config"], lat["models"], lat["strategy"], strict=True)
+    ]
+    return lat
+
+
 def typical_pair(files: BenchFiles, summary: pd.DataFrame) -> dict[str, Any] | None:
     """ONE clean pair, for the Gantt and utilisation charts: at the longest measurable
     duration, the comparison with the highest median speed-up, and of its clean pairs the one

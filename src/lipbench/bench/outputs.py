@@ -16,13 +16,14 @@ from .costmodel import explain
 from .results import BenchResult, dumps, pair_rows, run_entries, run_rows, sidecar_paths
 from .speech import SPEECH_COLUMNS, speech_row
 from .stats import CI_LEVEL, EXACT_MAX, RESAMPLES
-from .summary import decision_table, explain_rows, summarize
+from .summary import decision_table, explain_rows, latency_table, latency_text, summarize
 
 
 def protocol(result: BenchResult) -> dict[str, Any]:
     g = result.grid
     return {
         "pairs": "sequential and parallel back to back, order alternating; speed-up per pair = sequential s / parallel s (WAV → MP4, TTS excluded)",
+        "latency": "first playable frame and stall time from each job's start (streamed: first segment listed, playback at the video's fps; plain: the finished MP4, no stall); medians over the runs of clean pairs",
         "min_pairs": g.min_pairs,
         "max_pairs": g.max_pairs,
         "ci_target": g.ci_target,
@@ -47,12 +48,18 @@ def write_outputs(result: BenchResult, cfg: dict[str, Any], text_source: str) ->
     write_text_atomic(paths["csv"], runs.to_csv(index=False))
     write_text_atomic(paths["pairs"], pairs.to_csv(index=False))
     lines = [dumps(e).replace("\n", "") for e in run_entries(result)]
-    write_text_atomic(paths["runs"], "".join(line + "\n" for line in lines))
+    # No run yet (a bench that failed while warming up): no file — an empty one cannot be
+    # written atomically, and that error would hide the bench's own.
+    if lines:
+        write_text_atomic(paths["runs"], "".join(line + "\n" for line in lines))
+    else:
+        paths["runs"].unlink(missing_ok=True)
     sp = pd.DataFrame([speech_row(s) for s in result.speech.values()], columns=SPEECH_COLUMNS)
     write_text_atomic(paths["speech"], sp.to_csv(index=False))
     g = result.grid
     summary = summarize(pairs, g.min_pairs, g.ci_target) if len(pairs) else pd.DataFrame()
     decisions = decision_table(summary) if len(summary) else pd.DataFrame()
+    latency = latency_table(pairs)
     doc = {
         "bench_id": result.bench_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -73,6 +80,10 @@ def write_outputs(result: BenchResult, cfg: dict[str, Any], text_source: str) ->
         "speech": sp.to_dict(orient="records"),
         "summary": summary.to_dict(orient="records"),
         "decisions": decisions.to_dict(orient="records"),
+        "stream": g.stream,
+        "fps": float(cfg["fps"]),
+        "latency": latency.to_dict(orient="records"),
+        "latency_text": latency_text(latency, float(cfg["fps"])) if len(latency) else None,
         "files": {k: str(v) for k, v in paths.items()},
         "published_cost_model": str(measured_cost_path(cfg))
         if result.cost and result.cost.cost

@@ -1,8 +1,12 @@
 """What a bench measured, and the files it writes beside its CSV:
 
 - ``<stem>.csv``: tidy, one row per timed run × stage (contaminated runs included, flagged
-  ``clean = False``, so nothing measured is hidden — summaries use clean pairs only);
-- ``<stem>.pairs.csv``: one row per (sequential, parallel) pair with its speed-up;
+  ``clean = False``, so nothing measured is hidden — summaries use clean pairs only), with
+  the run's latency beside its stages: ``first_playable_s`` and ``stall_s`` from the job's
+  start (a streamed run: its first segment and playback at the video's fps; a plain run:
+  its finished MP4, no stall);
+- ``<stem>.pairs.csv``: one row per (sequential, parallel) pair with its speed-up and both
+  runs' latency;
 - ``<stem>.runs.jsonl``: every run's full record (for Gantt and utilisation charts);
 - ``<stem>.speech.csv``: TTS time per duration (kept out of the comparison);
 - ``<stem>.json``: grid, protocol, machine, cost model, summary, decisions, verdict.
@@ -33,14 +37,16 @@ COLUMNS = [
     "audio_duration_s", "strategy", "config", "n_chunks", "models", "replicas",
     "threads_per_replica", "device", "cores", "cpu_model", "stage", "seconds", "frames",
     "render_fps", "weights", "weights_trained", "clean", "others_pct", "steal_pct",
-    "cpu_percent_mean", "peak_rss_mb", "load_before",
+    "cpu_percent_mean", "peak_rss_mb", "load_before", "streamed", "first_playable_s",
+    "stall_s", "latency_origin",
 ]  # fmt: skip
 PAIR_COLUMNS = [
     "bench_id", "comparison", "duration_s", "config", "n_chunks", "models", "pair",
     "sequential_first", "seq_run_id", "par_run_id", "seq_total_s", "par_total_s",
     "seq_infer_s", "par_infer_s", "speedup", "speedup_infer", "clean", "seq_others_pct",
     "par_others_pct", "status", "predicted_speedup", "planner_chunks", "planner_pick",
-    "chunk_frames",
+    "chunk_frames", "frames", "streamed", "seq_first_playable_s", "par_first_playable_s",
+    "seq_stall_s", "par_stall_s", "predicted_seq_latency_s", "predicted_par_latency_s",
 ]  # fmt: skip
 
 
@@ -61,6 +67,19 @@ class TimedRun:
     @property
     def infer(self) -> float:
         return float(self.record["timings"]["infer"])
+
+    @property
+    def first_playable(self) -> float | None:
+        """Job start → first playable frame (None in a record from before streaming)."""
+        return self.record["timings"].get("first_playable_s")
+
+    @property
+    def stall(self) -> float | None:
+        return self.record["timings"].get("stall_s")
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.record.get("stream"))
 
 
 @dataclass
@@ -93,6 +112,8 @@ class Measured:
     pairs: list[Pair] = field(default_factory=list)
     status: str | None = None  # why it stopped: target | cap | reruns
     predicted: float | None = None
+    # the cost model's first playable + stall per strategy (streamed benches only)
+    predicted_latency: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def clean_pairs(self) -> list[Pair]:
@@ -176,6 +197,8 @@ def run_rows(result: BenchResult) -> pd.DataFrame:
             "steal_pct": round(100 * run.contamination.steal_share, 2),
             "cpu_percent_mean": rec["cpu"].get("cpu_percent_mean"),
             "peak_rss_mb": max(peak) if peak else None, "load_before": round(run.load_before, 2),
+            "streamed": run.streamed, "first_playable_s": run.first_playable, "stall_s": run.stall,
+            "latency_origin": rec["timings"].get("latency_origin"),
         }  # fmt: skip
         rows.extend({**base, "stage": s, "seconds": rec["timings"][s]} for s in STAGES)
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -200,6 +223,11 @@ def pair_rows(result: BenchResult) -> pd.DataFrame:
                 "status": m.status, "predicted_speedup": m.predicted,
                 "planner_chunks": m.planner_chunks, "planner_pick": m.planner_pick,
                 "chunk_frames": "+".join(map(str, m.chunk_frames or [])),
+                "frames": p.par.record["frames"], "streamed": p.seq.streamed and p.par.streamed,
+                "seq_first_playable_s": p.seq.first_playable, "par_first_playable_s": p.par.first_playable,
+                "seq_stall_s": p.seq.stall, "par_stall_s": p.par.stall,
+                "predicted_seq_latency_s": m.predicted_latency.get("sequential"),
+                "predicted_par_latency_s": m.predicted_latency.get("parallel"),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 

@@ -9,6 +9,10 @@
    comparison. A comparison stops when its interval is narrow enough, at ``max_pairs``
    clean pairs, or when its re-run budget is spent;
 4. the cost model, measured on the same warm pools (skipped when nothing was measurable).
+
+Every run is one job that streams by default (``sweep.stream``), so its record carries the
+latency a viewer would see — first playable frame and stall time — counted from that job's
+start (origin "job start"), beside its total time.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from ..config import load_config
 from ..pipeline import Workbench
 from ..plan import measured_cost_path
 from .contamination import Contamination, describe_busy, watch
-from .costmodel import CostMeasurement, CostReport, fit, predicted_speedup, thread_counts
+from .costmodel import (
+    CostMeasurement,
+    CostReport,
+    fit,
+    predicted_latency,
+    predicted_speedup,
+    thread_counts,
+)
 from .grid import Grid, RunConfig, as_list, as_model_sets, comparisons, planner_for
 from .outputs import write_outputs
 from .results import BENCH_MARKER, BenchResult, Measured, Pair, TimedRun, sidecar_paths
@@ -45,9 +56,11 @@ class Runner:
         self._noise = 0
 
     def generate(self, rc: RunConfig, wav: Path, out_dir: Path, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+        # Latency counts from this job's start, not the bench's: each run is one job.
         rec = self.wb.generate(out_dir / "result.mp4", audio=wav, strategy=rc.strategy,
                                models=list(rc.models), chunks=rc.chunks, threads=threads,
-                               progress=False).to_dict()  # fmt: skip
+                               progress=False, stream=self.grid.stream,
+                               origin=(time.time(), "job start")).to_dict()  # fmt: skip
         if not rec["weights_trained"]:
             self.result.weights_trained, self.result.weights_note = False, rec["weights_note"]
         return rec
@@ -176,7 +189,7 @@ def run_bench(
     workdir.mkdir(parents=True)
     (workdir / BENCH_MARKER).write_text("runs of a `lipbench bench`, not jobs\n")
     tag = len({c.parallel.models for c in comps}) > 1
-    measured = [Measured(c, c.key(tag), planner_for(c.duration_s, len(c.parallel.models), cfg)) for c in comps]  # fmt: skip
+    measured = [Measured(c, c.key(tag), planner_for(c.duration_s, len(c.parallel.models), cfg, stream=grid.stream)) for c in comps]  # fmt: skip
     say(f"speech: {len(grid.durations)} duration(s) from {text_source} …")
     speech = make_speech(grid.durations, workdir / "speech", cfg, text_source, lang)
     result = BenchResult(time.strftime("%Y%m%d-%H%M%S"), grid, measured, [], speech, None,
@@ -199,8 +212,15 @@ def run_bench(
             result.cost = runner.cost_model()
         else:
             result.cost = CostReport([], None, grid.cost_clip_s, "no comparison was measurable, so it was skipped")  # fmt: skip
+        fps, segment_s = float(cfg["fps"]), float(cfg["video"]["keyframe_s"])
         for m in measured:
-            m.predicted = predicted_speedup(result.cost.cost, m.comparison, float(cfg["fps"]), m.chunk_frames)  # fmt: skip
+            m.predicted = predicted_speedup(result.cost.cost, m.comparison, fps, m.chunk_frames)
+            if grid.stream:
+                whole = [sum(m.chunk_frames)] if m.chunk_frames else None
+                m.predicted_latency = {
+                    "sequential": predicted_latency(result.cost.cost, m.comparison.sequential, fps, segment_s, whole),
+                    "parallel": predicted_latency(result.cost.cost, m.comparison.parallel, fps, segment_s, m.chunk_frames),
+                }  # fmt: skip
     finally:
         if own:
             wb.close()
@@ -225,9 +245,11 @@ def run_sweep(
     config: str | None = None,
     seed: int | None = None,
     say: Callable[[str], None] = print,
+    stream: Any = None,
 ) -> BenchResult:
     """The sweep notebook's entry point: every parameter left None comes from the config's
-    ``sweep`` section; ``chunk_counts="planner"`` = the planner's pick per duration."""
+    ``sweep`` section; ``chunk_counts="planner"`` = the planner's pick per duration;
+    ``stream``: whether the timed runs stream (True/False or their text)."""
     cfg = load_config(config or None, {"device": device} if device else None)
     grid = Grid.from_config(
         cfg,
@@ -237,6 +259,7 @@ def run_sweep(
         min_pairs=min_pairs,
         max_pairs=max_pairs,
         seed=seed,
+        stream=stream,
     )
     source = text_source or cfg["sweep"]["text_source"]
     return run_bench(cfg, grid, output, source, lang, say=say)

@@ -3,10 +3,14 @@
 A player starts when the first segment is ready and plays at the video's own rate; before a
 later segment plays it must wait until that segment is ready. The waits add up to the stall
 time. Times are seconds from one origin (process start, request received, or job start).
+
+``segment_schedule`` predicts those ready times for a plan (the planner's ``latency``
+objective feeds them to ``playback``), so measured and predicted latency share one model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,12 +21,29 @@ class Playback:
     stall_s: float  # total wait after playback started
     ends_s: float  # when playback of the last segment ends
 
+    @property
+    def latency_s(self) -> float:
+        """What a viewer waits in all: before the first frame plus every stall (= when
+        playback ends − the video's length). The ``latency`` plan objective minimises it."""
+        return self.first_playable_s + self.stall_s
+
+
+def _check(ready_s: Sequence[float], durations_s: Sequence[float]) -> None:
+    if not ready_s or len(ready_s) != len(durations_s):
+        raise ValueError(
+            f"need one ready time per segment and at least one segment, got {len(ready_s)} "
+            f"ready time(s) for {len(durations_s)} duration(s)"
+        )
+    if not all(math.isfinite(x) for x in [*ready_s, *durations_s]):
+        raise ValueError("ready times and durations must be finite numbers")
+    if min(durations_s) < 0:
+        raise ValueError(f"segment durations must be ≥ 0, got {min(durations_s)}")
+
 
 def playback(ready_s: Sequence[float], durations_s: Sequence[float]) -> Playback:
     """Simulate playback of segments (in play order) that became ready at ``ready_s`` and
     last ``durations_s`` each."""
-    if not ready_s or len(ready_s) != len(durations_s):
-        raise ValueError("need one ready time per segment, at least one segment")
+    _check(ready_s, durations_s)
     clock = ready_s[0]
     stall = 0.0
     for ready, duration in zip(ready_s, durations_s, strict=True):
@@ -35,3 +56,53 @@ def playback(ready_s: Sequence[float], durations_s: Sequence[float]) -> Playback
 
 def stall_seconds(ready_s: Sequence[float], durations_s: Sequence[float]) -> float:
     return playback(ready_s, durations_s).stall_s
+
+
+def segment_bounds(n_frames: int, fps: float, segment_s: float) -> list[int]:
+    """Frame indices [0, b1, …, n_frames] where a chunk's segments start: the encoder forces a
+    keyframe at the first frame whose time (from the chunk's start) reaches k·segment_s, and
+    the segmenter cuts there."""
+    if n_frames < 1 or fps <= 0 or segment_s <= 0:
+        raise ValueError(f"need frames ≥ 1, fps > 0, segment_s > 0; got {n_frames}, {fps}, {segment_s}")  # fmt: skip
+    bounds, k = [0], 1
+    while (b := math.ceil(k * segment_s * fps - 1e-9)) < n_frames:
+        if b > bounds[-1]:
+            bounds.append(b)
+        k += 1
+    return [*bounds, n_frames]
+
+
+def segment_schedule(
+    chunk_frames: Sequence[int],
+    replicas: int,
+    render_fps: float,
+    fps: float,
+    segment_s: float,
+    start_s: float = 0.0,
+) -> tuple[list[float], list[float]]:
+    """Predicted (ready_s, durations_s) of every segment, in play order.
+
+    Chunk k goes to replica k % replicas; each replica renders its chunks one after another,
+    longest first (ties in play order), as ``pool.ReplicaPool`` does, at ``render_fps`` frames/s,
+    from ``start_s`` (when the first frame starts rendering). A segment is ready when its last
+    frame is rendered. Batching and the encoder's own delay are left to ``start_s``."""
+    if not chunk_frames or min(chunk_frames) < 1 or replicas < 1 or render_fps <= 0:
+        raise ValueError(
+            f"need chunks of ≥ 1 frame, ≥ 1 replica and a render rate > 0; got "
+            f"{list(chunk_frames)}, {replicas}, {render_fps}"
+        )
+    begins: dict[int, float] = {}  # chunk → when its first frame starts rendering
+    for r in range(min(replicas, len(chunk_frames))):
+        queue = sorted(range(r, len(chunk_frames), replicas), key=lambda k: -chunk_frames[k])
+        t = start_s
+        for k in queue:
+            begins[k] = t
+            t += chunk_frames[k] / render_fps
+    ready: list[float] = []
+    durations: list[float] = []
+    for k, n in enumerate(chunk_frames):
+        b = segment_bounds(n, fps, segment_s)
+        for a, z in zip(b[:-1], b[1:], strict=True):
+            ready.append(begins[k] + z / render_fps)
+            durations.append((z - a) / fps)
+    return ready, durations

@@ -1,0 +1,113 @@
+"""Stall time and first playable frame from segment ready times, against cases worked by hand;
+and the schedule that predicts those ready times for a plan (the planner's latency model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lipbench.stream.stall import (
+    playback,
+    segment_bounds,
+    segment_schedule,
+    stall_seconds,
+)
+
+
+def test_all_ready_before_playback_needs_them_never_stalls():
+    # starts at 0.5; segment 2 is needed at 1.5, segment 3 at 2.5: both long ready
+    p = playback([0.5, 0.6, 0.7], [1.0, 1.0, 1.0])
+    assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((0.5, 0.0, 3.5))
+
+
+def test_one_late_segment():
+    # 1 → plays to 2; segment 2 (ready 1.5) plays to 3; segment 3 is ready only at 4: waits 1 s
+    p = playback([1.0, 1.5, 4.0], [1.0, 1.0, 1.0])
+    assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((1.0, 1.0, 5.0))
+
+
+def test_several_late_segments_add_up():
+    # 0 → 1; wait 1 (ready 2) → 3; wait 2 (ready 5) → 6; segment 4 ready 5.5 ≤ 6 → 7
+    p = playback([0.0, 2.0, 5.0, 5.5], [1.0, 1.0, 1.0, 1.0])
+    assert (p.stall_s, p.ends_s) == pytest.approx((3.0, 7.0))
+    assert stall_seconds([0.0, 2.0, 5.0, 5.5], [1.0] * 4) == pytest.approx(3.0)
+
+
+def test_a_late_first_segment_only_shifts_the_start():
+    early = playback([0.0, 0.5, 1.0], [1.0, 1.0, 1.0])
+    late = playback([10.0, 10.5, 11.0], [1.0, 1.0, 1.0])
+    assert late.first_playable_s == 10.0 and late.stall_s == 0.0 == early.stall_s
+    assert late.ends_s - early.ends_s == pytest.approx(10.0)
+    # a first segment later than all the others: the rest are ready when needed
+    p = playback([3.0, 1.0, 2.0], [1.0, 1.0, 1.0])
+    assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((3.0, 0.0, 6.0))
+
+
+def test_unequal_durations():
+    # 0 → 0.4; seg 2 ready 0.4 → 0.9; seg 3 ready 1.0: wait 0.1 → 2.0; seg 4 ready 3.0: wait 1.0 → 3.2
+    p = playback([0.0, 0.4, 1.0, 3.0], [0.4, 0.5, 1.0, 0.2])
+    assert (p.stall_s, p.ends_s) == pytest.approx((1.1, 3.2))
+    # what a viewer waits in all = when playback ends − the video's length
+    assert p.latency_s == pytest.approx(p.ends_s - 2.1) == pytest.approx(1.1)
+
+
+@pytest.mark.parametrize(
+    "ready,durations,match",
+    [
+        ([], [], "at least one segment"),
+        ([0.0, 1.0], [1.0], "one ready time per segment"),
+        ([0.0], [1.0, 1.0], "one ready time per segment"),
+        ([math.nan], [1.0], "finite"),
+        ([0.0], [math.inf], "finite"),
+        ([0.0, 1.0], [1.0, -0.5], "durations must be ≥ 0"),
+    ],
+)
+def test_bad_input_raises(ready, durations, match):
+    with pytest.raises(ValueError, match=match):
+        playback(ready, durations)
+
+
+# --- predicted ready times -----------------------------------------------------------------
+def test_segment_bounds_follow_the_forced_keyframes():
+    assert segment_bounds(60, 25, 1.0) == [0, 25, 50, 60]
+    assert segment_bounds(10, 25, 1.0) == [0, 10]  # shorter than one segment
+    assert segment_bounds(50, 25, 1.0) == [0, 25, 50]  # no empty last segment
+    # 0.5 s at 25 fps: keyframes at the first frame with t ≥ 0.5 (frame 13), t ≥ 1.0 (frame 25)
+    assert segment_bounds(30, 25, 0.5) == [0, 13, 25, 30]
+    with pytest.raises(ValueError):
+        segment_bounds(0, 25, 1.0)
+
+
+def test_sequential_streams_from_its_first_segment():
+    # 100 frames on one replica at 20 frames/s from 0.5 s: segments of 25 frames ready at
+    # 1.75, 3.0, 4.25, 5.5; each plays 1 s, so each later one waits 0.25 s
+    ready, durations = segment_schedule([100], 1, 20.0, 25, 1.0, start_s=0.5)
+    assert ready == pytest.approx([1.75, 3.0, 4.25, 5.5]) and durations == [1.0] * 4
+    p = playback(ready, durations)
+    assert (p.first_playable_s, p.stall_s, p.latency_s) == pytest.approx((1.75, 0.75, 2.5))
+
+
+def test_parallel_chunk_two_helps_only_after_chunk_one_has_played():
+    # 2 chunks of 50 frames, 2 replicas at 10 frames/s each from 1 s: both chunks' segments
+    # are ready at 3.5 and 6.0; chunk 2's are ready before they are needed
+    ready, durations = segment_schedule([50, 50], 2, 10.0, 25, 1.0, start_s=1.0)
+    assert ready == pytest.approx([3.5, 6.0, 3.5, 6.0])
+    p = playback(ready, durations)
+    assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((3.5, 1.5, 9.0))
+
+
+def test_each_replica_renders_its_longest_chunk_first():
+    # chunks 20, 60, 40 frames on 2 replicas: replica 0 has chunks 0 and 2 and renders chunk 2
+    # (40 frames, 4 s at 10 frames/s) first, so chunk 0's only segment is ready at 4 + 2 = 6 s
+    ready, durations = segment_schedule([20, 60, 40], 2, 10.0, 25, 1.0)
+    assert ready[0] == pytest.approx(6.0) and durations[0] == pytest.approx(0.8)
+    assert ready[1:4] == pytest.approx([2.5, 5.0, 6.0])  # chunk 1 on replica 1 from 0 s
+    assert ready[4:] == pytest.approx([2.5, 4.0])  # chunk 2 on replica 0 from 0 s
+    assert sum(durations) == pytest.approx(120 / 25)
+
+
+def test_bad_schedules_raise():
+    for args in (([], 1, 10.0), ([10, 0], 2, 10.0), ([10], 0, 10.0), ([10], 1, 0.0)):
+        with pytest.raises(ValueError):
+            segment_schedule(*args, fps=25, segment_s=1.0)
