@@ -342,6 +342,7 @@ def test_stream_plays_while_rendering(chromium, live_server):
             _check_stream_page(page, results, starts)
             STREAM_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(STREAM_SCREENSHOT), full_page=True)
+            _leaving_cancels(page, base, seen["sequential"]["id"])
         finally:
             browser.close()
     assert not errors, f"browser console errors: {errors}"
@@ -369,3 +370,24 @@ def _check_stream_page(page: Any, results: dict[str, Any], starts: list[Any]) ->
         assert "this browser: playing" in panel.locator(".latency .browser").inner_text()
         assert panel.locator("a.mp4").get_attribute("href") == res["video_url"]
     assert "first playable frame after the speech" in page.locator("#speedup-latency").inner_text()
+
+
+def _leaving_cancels(page: Any, base: str, last_id: str) -> None:
+    """A page left while its stream job runs cancels it (DELETE on pagehide), well before
+    the server's own 30 s rule for unwatched jobs would."""
+    page.click("#panel-sequential .generate")
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    job_id = last_id
+    while job_id == last_id:
+        job_id = _stream_job_id(page, "sequential", deadline)
+    url = f"{base}/api/stream/jobs/{job_id}"
+    while httpx.get(url, timeout=5).json()["state"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    page.goto("about:blank")
+    left = time.monotonic()
+    while (status := httpx.get(url, timeout=5).json())["state"] == "running":
+        assert time.monotonic() - left < 15, "leaving the page did not cancel its job"
+        time.sleep(0.2)
+    assert status["state"] == "cancelled", status
+    assert "cancelled by its client" in status["error"]["detail"]
