@@ -3,7 +3,12 @@
 videos can play, and checks that every render used the same WAV (one synthesis; the same
 sha256 in the responses and in the audio files the run records name), that the speed-up is
 the median of the pairs' render-only ratios, and that the page gives its noise verdict.
-Saves a screenshot to results/browser/parallel_test.png."""
+Saves a screenshot to results/browser/parallel_test.png.
+
+Stream mode: Compare with Stream on; each panel's ``<video>`` must be playing
+(``currentTime`` > 0) while the server still says its job is running, for both strategies;
+then the panels show the first playable frame and the stall time beside the total.
+Screenshot: results/browser/parallel_test_stream.png."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "results" / "browser" / "parallel_test.png"
+STREAM_SCREENSHOT = REPO / "results" / "browser" / "parallel_test_stream.png"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -40,6 +46,9 @@ CHROMIUM_ARGS = [
 ]
 TEXT = "Привет! Это короткая проверка."
 PAIRS = 3
+# about 6 s of speech (150 frames): on this 2-core machine each job renders for many seconds
+# after its first 1 s segment is ready, so there is time to see it play while it renders
+STREAM_TEXT = "Hello there. This video starts to play while the rest of it is still being rendered."
 START_TIMEOUT_S = 240
 JOB_TIMEOUT_MS = 240_000
 
@@ -270,3 +279,115 @@ def _check_page(page: Any, calls: list[dict[str, Any]]) -> None:
     assert ("The machine was busy" in noise) == busy
     if disagree or busy:
         assert "⚡" not in shown
+
+
+def _stream_job_id(page: Any, strategy: str, deadline: float) -> str:
+    while True:
+        job_id = page.evaluate(f"() => document.getElementById('panel-{strategy}').dataset.streamJob")  # fmt: skip
+        if job_id:
+            return job_id
+        assert time.monotonic() < deadline, f"no {strategy} stream job started"
+        page.wait_for_timeout(100)
+
+
+def _plays_while_running(page: Any, base: str, strategy: str, deadline: float) -> dict[str, Any]:
+    """Poll until the panel's video has played (currentTime > 0, read first) while the job's
+    status (read after it) still says running; fail if the job ends before that."""
+    job_id = _stream_job_id(page, strategy, deadline)
+    current = f"() => document.querySelector('#panel-{strategy} video').currentTime"
+    while True:
+        played = page.evaluate(current)
+        status = httpx.get(f"{base}/api/stream/jobs/{job_id}", timeout=5).json()
+        if played > 0 and status["state"] == "running":
+            return {"id": job_id, "played": played, "status": status}
+        assert status["state"] in ("queued", "running"), (
+            f"{strategy} job ended ({status['state']}) before its video played "
+            f"(currentTime {played}): {status.get('error')}"
+        )
+        assert time.monotonic() < deadline, f"{strategy} video never played while rendering"
+        page.wait_for_timeout(100)
+
+
+def test_stream_plays_while_rendering(chromium, live_server):
+    from playwright.sync_api import sync_playwright
+
+    base, root = live_server
+    errors: list[str] = []
+    starts: list[Any] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: starts.append(r) if "/api/stream/generate" in r.url else None)  # fmt: skip
+            page.goto(f"{base}/parallel_test")
+            page.wait_for_selector("#compare:not([disabled])")
+            page.check("#stream")
+            page.fill("#panel-parallel .text", STREAM_TEXT)
+            page.select_option("#panel-parallel .lang", "en")
+            page.select_option("#panel-parallel .chunks", "2")
+            page.select_option("#pairs", "1")
+            page.click("#compare")
+            deadline = time.monotonic() + 2 * JOB_TIMEOUT_MS / 1000
+            # one job at a time, parallel first (it synthesises the speech)
+            seen = {s: _plays_while_running(page, base, s, deadline)
+                    for s in ("parallel", "sequential")}  # fmt: skip
+            page.wait_for_selector("#compare:not([disabled])", timeout=JOB_TIMEOUT_MS)
+            results = {}
+            for strategy, got in seen.items():
+                status = httpx.get(f"{base}/api/stream/jobs/{got['id']}", timeout=5).json()
+                assert status["state"] == "done", status
+                results[strategy] = status["result"]
+            _check_stream_page(page, results, starts)
+            STREAM_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(STREAM_SCREENSHOT), full_page=True)
+            _leaving_cancels(page, base, seen["sequential"]["id"])
+        finally:
+            browser.close()
+    assert not errors, f"browser console errors: {errors}"
+
+
+def _check_stream_page(page: Any, results: dict[str, Any], starts: list[Any]) -> None:
+    par, seq = results["parallel"], results["sequential"]
+    # the same WAV on both sides: the sequential job rendered the parallel job's audio
+    bodies = [r.post_data_json for r in starts]
+    assert [r.url.rsplit("/", 1)[-1] for r in starts] == ["generate_parallel", "generate"]
+    assert bodies[0]["text"] == STREAM_TEXT and bodies[1] == {"audio_id": par["audio_id"]}
+    assert seq["audio_sha256"] == par["audio_sha256"] and seq["audio_from"] == par["id"]
+    assert par["plan"]["n_chunks"] == 2 and seq["plan"]["n_chunks"] == 1
+    for strategy, res in results.items():
+        t = res["timings"]
+        assert res["latency_origin"] == "request" and res["stream"]["segments"] >= 2
+        assert 0 < t["first_playable_s"] <= t["total"] and t["stall_s"] >= 0
+        panel = page.locator(f"#panel-{strategy}")
+        cell = panel.locator("table.timings tr.first-playable td.num").inner_text()
+        assert cell == f"{t['first_playable_s']:.2f}"
+        assert panel.locator("table.timings tr.stall td.num").inner_text() == f"{t['stall_s']:.2f}"
+        line = panel.locator(".latency .server").inner_text()
+        assert f"first playable frame {t['first_playable_s']:.2f} s" in line
+        assert f"stall {t['stall_s']:.2f} s" in line and f"total {t['total']:.2f} s" in line
+        assert "this browser: playing" in panel.locator(".latency .browser").inner_text()
+        assert panel.locator("a.mp4").get_attribute("href") == res["video_url"]
+    assert "first playable frame after the speech" in page.locator("#speedup-latency").inner_text()
+
+
+def _leaving_cancels(page: Any, base: str, last_id: str) -> None:
+    """A page left while its stream job runs cancels it (DELETE on pagehide), well before
+    the server's own 30 s rule for unwatched jobs would."""
+    page.click("#panel-sequential .generate")
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    job_id = last_id
+    while job_id == last_id:
+        job_id = _stream_job_id(page, "sequential", deadline)
+    url = f"{base}/api/stream/jobs/{job_id}"
+    while httpx.get(url, timeout=5).json()["state"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    page.goto("about:blank")
+    left = time.monotonic()
+    while (status := httpx.get(url, timeout=5).json())["state"] == "running":
+        assert time.monotonic() - left < 15, "leaving the page did not cancel its job"
+        time.sleep(0.2)
+    assert status["state"] == "cancelled", status
+    assert "cancelled by its client" in status["error"]["detail"]

@@ -26,6 +26,7 @@ def fake_wb(fake_cfg) -> Iterator[FakeWorkbench]:
     wb = FakeWorkbench(fake_cfg)
     yield wb
     wb.gate.set()  # never leave a worker thread blocked
+    wb.first_gate.set()
 
 
 @pytest.fixture

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from lipbench.errors import LipbenchError
+from lipbench.ffmpeg import ffmpeg_exe
 from lipbench.jobs import UNTRAINED_LABEL, UNTRAINED_NOTE, output_names, resolve_job
 from lipbench.record import (
     ModelLoad,
     Outputs,
     ReplicaRow,
     RunRecord,
+    StreamInfo,
     Timings,
     TTSInfo,
     WeightsRow,
@@ -44,7 +50,9 @@ def fake_record(strategy: str, models: list[str], out: Path, spoke: bool) -> Run
         record_version=2, engine="pool", strategy=strategy, models=models,
         weights={m: _weights(m, i) for i, m in enumerate(models)}, weights_trained=False,
         weights_note=UNTRAINED_NOTE, label=UNTRAINED_LABEL,
-        timings=Timings(0.1 if spoke else 0.0, 0.1, 0.0, 0.1, 1.0, 0.1, 1.4),
+        # as the real one: the latency fields are always set (a plain run plays when done)
+        timings=Timings(0.1 if spoke else 0.0, 0.1, 0.0, 0.1, 1.0, 0.1, 1.4, first_frame_s=0.3,
+                        first_playable_s=1.4, stall_s=0.0, latency_origin="request"),
         plan={"n_chunks": 1, "chunks": []}, chunks=[], seams=[], frames=25, fps=25.0,
         audio_duration_s=1.0, render_fps=25.0, replicas=[], device="cpu", threads_per_replica=1,
         one_chunk_on_full_replica=False,
@@ -55,6 +63,39 @@ def fake_record(strategy: str, models: list[str], out: Path, spoke: bool) -> Run
     )  # fmt: skip
 
 
+@functools.cache
+def real_segments() -> list[bytes]:
+    """Two real 1 s MPEG-TS segments (64×64 test picture + a tone, H.264/AAC), made once."""
+    folder = Path(tempfile.mkdtemp(prefix="lipbench-fake-ts-"))
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+           "testsrc=size=64x64:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
+           "-t", "2", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           "-f", "segment", "-segment_time", "1", "-segment_format", "mpegts",
+           str(folder / "seg_%05d.ts")]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    segs = [p.read_bytes() for p in sorted(folder.glob("seg_*.ts"))]
+    shutil.rmtree(folder, ignore_errors=True)
+    assert len(segs) == 2, "ffmpeg made an unexpected number of test segments"
+    return segs
+
+
+def write_playlist(stream_dir: Path, uris: list[str], ended: bool) -> Path:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", "#EXT-X-MEDIA-SEQUENCE:0",
+             "#EXT-X-PLAYLIST-TYPE:EVENT"]  # fmt: skip
+    for uri in uris:
+        lines += ["#EXTINF:1.000,", uri]
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    path = stream_dir / "index.m3u8"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+STREAM_URIS = ["chunk_000/seg_00000.ts", "chunk_001/seg_00000.ts"]
+
+
 class FakeWorkbench:
     """Quacks like pipeline.Workbench: writes the files a job publishes (the WAV holds the
     text, or a copy of the audio it was given). ``gate`` (when cleared) holds every job;
@@ -63,6 +104,8 @@ class FakeWorkbench:
     def __init__(self, cfg: dict[str, Any], gated: bool = False):
         self.cfg = cfg
         self.gate = threading.Event()
+        self.first_gate = threading.Event()  # stream jobs: held before their first segment
+        self.first_gate.set()
         if not gated:
             self.gate.set()
         self.error: BaseException | None = None
@@ -76,25 +119,63 @@ class FakeWorkbench:
     def pool(self, models: list[str], threads: int | None = None) -> FakePool:
         return FakePool(list(models))
 
-    def _hold(self, kw: dict[str, Any]) -> None:
-        assert self.gate.wait(30), "test gate never released"
+    def _hold(self, kw: dict[str, Any], gate: threading.Event | None = None) -> None:
+        assert (gate or self.gate).wait(30), "test gate never released"
 
     def generate(
         self, out: Any, text: str | None = None, audio: Any = None, **kw: Any
     ) -> RunRecord:
         names = output_names(out)
         self.calls.append({"out": names.video, "text": text, "audio": audio, **kw})
+        if kw.get("stream"):
+            return self._generate_streamed(names, text, audio, kw)
         names.side.mkdir(parents=True)  # as the real one: a folder exists while the job runs
         self._hold(kw)
         if self.error is not None:
             raise self.error
-        names.audio.write_bytes(Path(audio).read_bytes() if audio else text.encode())
-        names.video.write_bytes(TINY_MP4)
+        return self._finish(names, names, text, audio, kw)
+
+    def _finish(self, stage: Any, names: Any, text: str | None, audio: Any,
+                kw: dict[str, Any]) -> RunRecord:  # fmt: skip
+        stage.audio.write_bytes(Path(audio).read_bytes() if audio else text.encode())
+        stage.video.write_bytes(TINY_MP4)
         rec = fake_record(kw["strategy"], list(self.job(kw["strategy"]).models), names.video,
                           spoke=text is not None)  # fmt: skip
-        rec.write(names.record)
+        if kw.get("stream"):
+            rec.timings.first_playable_s, rec.timings.stall_s = 0.5, 0.25
+            rec.stream = StreamInfo(str(names.side / "stream" / "index.m3u8"), 1.0, 2,
+                                    [0.5, 1.75], [1.0, 1.0])  # fmt: skip
+        rec.write(stage.record)
         self.finished.append(names.video.parent.name)
         return rec
+
+    def _generate_streamed(self, names: Any, text: str | None, audio: Any,
+                           kw: dict[str, Any]) -> RunRecord:  # fmt: skip
+        """As the real one: the stream grows in a hidden staging folder (``on_stream`` once
+        its first segment is listed), which is moved into place at the end. ``first_gate``
+        holds the job before its first segment, ``gate`` after it."""
+        names.video.parent.mkdir(parents=True)
+        stage = output_names(names.video.parent / ".result.staging-1-fake" / names.video.name)
+        stream = stage.side / "stream"
+        segs = real_segments()
+        try:
+            self._hold(kw, self.first_gate)
+            if self.error is not None:
+                raise self.error
+            (stream / "chunk_000").mkdir(parents=True)
+            (stream / "chunk_000" / "seg_00000.ts").write_bytes(segs[0])
+            (stream / "chunk_001").mkdir()
+            (stream / "chunk_001" / "seg_00000.ts").write_bytes(segs[1])  # written, not listed
+            kw["on_stream"](write_playlist(stream, STREAM_URIS[:1], ended=False))
+            self._hold(kw)
+            write_playlist(stream, STREAM_URIS, ended=True)
+            rec = self._finish(stage, names, text, audio, kw)
+            stage.side.rename(names.side)
+            stage.video.replace(names.video)
+            stage.record.replace(names.record)
+            return rec
+        finally:
+            shutil.rmtree(stage.video.parent, ignore_errors=True)
 
     def close(self) -> None:
         self.closed = True
@@ -108,9 +189,9 @@ class CancellableWorkbench(FakeWorkbench):
         self.cancel_seen = should_stop
         return super().generate(out, text, audio, should_stop=should_stop, **kw)
 
-    def _hold(self, kw: dict[str, Any]) -> None:
+    def _hold(self, kw: dict[str, Any], gate: threading.Event | None = None) -> None:
         deadline = time.monotonic() + 30
-        while not self.gate.wait(0.02):  # one 'batch'
+        while not (gate or self.gate).wait(0.02):  # one 'batch'
             assert time.monotonic() < deadline, "test gate never released"
             if kw["should_stop"]():
                 raise LipbenchError("job cancelled")

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,19 @@ def test_invalid_json_is_422(fake_client):
 
 
 def test_fake_generate_ok_and_default_lang(fake_client, fake_wb):
+    t_before = time.time()
     r = fake_client.post("/api/generate", json={"text": "Hello"})
     assert r.status_code == 200, r.text
     assert fake_wb.calls[0]["lang"] == "en" and fake_wb.calls[0]["strategy"] == "sequential"
     assert fake_wb.calls[0]["chunks"] is None and "cancel" not in fake_wb.calls[0]
+    # latency counts from this request (not from the server's start)
+    origin_ts, origin = fake_wb.calls[0]["origin"]
+    assert origin == "request" and t_before <= origin_ts <= time.time()
+    assert "stream" not in fake_wb.calls[0]
+    res = r.json()
+    assert res["latency_origin"] == "request" and res["stream"] is None
+    assert res["timings"]["first_playable_s"] == 1.4 and res["timings"]["stall_s"] == 0.0
+    assert "latency_origin" not in res["timings"]  # numbers only there
     r = fake_client.post(
         "/api/generate_parallel", json={"text": "Привет", "lang": "ru", "chunks": 2}
     )
@@ -264,6 +274,12 @@ def test_unknown_route_and_method_are_json(fake_client):
     assert r.status_code == 405 and "detail" in r.json()
 
 
+VENDORED_URLS = {
+    b"http://www.w3.org/ns/ttml#styling",
+    b"https://aomedia.org/emsg/ID3",
+    b"https://github.com/babel/babel/blob/main/packages/babel-helpers/LICENSE",
+}
+
 # --- page and docs --------------------------------------------------------------------------
 
 
@@ -272,16 +288,22 @@ def test_page_and_its_assets_are_local(fake_client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     html = page.text
     for needle in ('id="compare"', 'id="panel-parallel"', 'id="panel-sequential"', "<video",
-                   'id="pairs"', 'id="speedup-noise"', 'id="speedup-tts"'):  # fmt: skip
+                   'id="pairs"', 'id="speedup-noise"', 'id="speedup-tts"', 'id="stream"',
+                   'data-stream-endpoint="/api/stream/generate_parallel"'):  # fmt: skip
         assert needle in html
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert "/static/app.js" in assets and "/static/style.css" in assets
+    assert {"/static/app.js", "/static/stream.js", "/static/style.css",
+            "/static/vendor/hls.min.js"} <= set(assets)  # fmt: skip
     for url in assets:
         assert not url.startswith(("http:", "https:", "//")), f"external asset {url}"
         if url.startswith("/static/"):
             r = fake_client.get(url)
             assert r.status_code == 200 and r.content
-            assert not re.search(rb"https?://", r.content), f"{url} references the network"
+            urls = set(re.findall(rb"https?://[^\s\"')]*", r.content))
+            # hls.js names these but never loads them: an XML namespace, an emsg scheme id
+            # (compared with the stream's), and its bundler's licence URL in a comment
+            allowed = VENDORED_URLS if url.startswith("/static/vendor/") else set()
+            assert urls <= allowed, f"{url} references the network: {urls - allowed}"
     assert fake_client.get("/", follow_redirects=False).headers["location"] == "/parallel_test"
 
 

@@ -247,3 +247,19 @@ def test_port_in_use_is_a_clear_error():
         port = s.getsockname()[1]
         with pytest.raises(LipbenchError, match=f"127.0.0.1:{port}.*--port"):
             server.check_port("127.0.0.1", port)
+
+
+def test_submit_takes_its_place_at_once_and_gives_it_back_if_never_started():
+    async def go() -> None:
+        q = server.JobQueue(max_running=1, max_waiting=0)
+        task = q.submit(lambda: "never")
+        assert q.waiting == 1  # taken before the task ran a step
+        with pytest.raises(server.QueueFull):
+            q.submit(lambda: "refused")
+        task.cancel()  # before its first step
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert q.waiting == 0 and q.running == 0 and q.stats()["cancelled"] == 1
+        assert await q.submit(lambda: 7) == 7
+
+    asyncio.run(go())

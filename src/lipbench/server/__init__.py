@@ -10,9 +10,15 @@ Retry-After beyond it).
 Modules (each imports only those above it):
 ``schemas`` request/response bodies and the error body · ``queue`` the bounded job queue ·
 ``errors`` error responses and handlers · ``middleware`` Host allow-list, body limit ·
-``storage`` finished jobs on disk, bounded, re-indexed on start · ``state`` Workbench,
-queue, store, warm-up, shutdown · ``runner`` one generate request · ``app`` routes ·
-``launch`` ``lipbench serve``.
+``storage`` finished jobs on disk, bounded, re-indexed on start · ``stream_jobs`` stream
+jobs in memory and reading their files · ``state`` Workbench, queue, store, stream jobs,
+warm-up, shutdown · ``runner`` one generate request · ``stream_runner`` start and watch a
+stream job · ``stream_routes`` Stream mode's routes · ``app`` routes · ``launch``
+``lipbench serve``.
+
+Stream mode (``POST /api/stream/generate[_parallel]``) answers at once with a job id and an
+HLS playlist URL that grows while the job renders; see ``stream_runner`` for what cancels
+such a job.
 
 Videos and audio are reached only by the opaque ids the server handed out; no
 client-supplied path ever reaches the file system.

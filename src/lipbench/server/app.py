@@ -20,6 +20,7 @@ from .middleware import BodyLimit, HostAllowList
 from .runner import run_job
 from .schemas import GenerateResponse, error_docs, request_models
 from .state import ServerState
+from .stream_routes import add_stream_routes
 
 log = logging.getLogger("lipbench.server")
 
@@ -128,6 +129,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         endpoint.__annotations__["body"] = model
         app.add_api_route(path, endpoint, methods=["POST"], response_model=GenerateResponse,
                           tags=["generate"], responses=error_docs(413, 422, 429))  # fmt: skip
+
+    add_stream_routes(app, state, {"sequential": GenerateRequest, "parallel": ParallelRequest})
 
     async def video(request: Request) -> FileResponse:
         """A video this server made, by its id (range requests supported)."""

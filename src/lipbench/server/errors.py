@@ -31,6 +31,15 @@ DEFAULT_FIX = {
 }
 
 
+class HTTPProblem(StarletteHTTPException):
+    """An HTTP error that carries its own fix (the handler below sends both)."""
+
+    def __init__(self, status: int, detail: str, fix: str,
+                 headers: dict[str, str] | None = None):  # fmt: skip
+        super().__init__(status, detail, headers)
+        self.fix = fix
+
+
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
     """Keep messages readable: an engine error can embed kilobytes of binary repr."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -70,11 +79,14 @@ async def send_error(send: Callable, status: int, detail: str, fix: str | None =
     await send({"type": "http.response.body", "body": resp.body})
 
 
-def lipbench_response(exc: LipbenchError) -> JSONResponse:
+def lipbench_status(exc: LipbenchError) -> int:
     """Input the caller can change (text the engine cannot speak, an engine that cannot run
     here, an image without a face) → 422; anything else the server must fix → 500."""
-    status = 422 if isinstance(exc, InputError | FaceError) else 500
-    return error_response(status, exc.problem, exc.fix)
+    return 422 if isinstance(exc, InputError | FaceError) else 500
+
+
+def lipbench_response(exc: LipbenchError) -> JSONResponse:
+    return error_response(lipbench_status(exc), exc.problem, exc.fix)
 
 
 def queue_full_response(exc: QueueFull) -> JSONResponse:
@@ -108,7 +120,8 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
 
 
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    fix = getattr(exc, "fix", None)
+    return error_response(exc.status_code, str(exc.detail), fix, headers=exc.headers)
 
 
 async def on_lipbench_error(request: Request, exc: LipbenchError) -> JSONResponse:

@@ -85,10 +85,48 @@ class JobQueue:
         watch it) and ``on_abandon(future)`` is called on the event loop once the thread
         has returned.
         """
+        self.admit()
+        return await self._run_admitted(fn, cancel, on_abandon)
+
+    def admit(self) -> None:
+        """Take a waiting place now or raise ``QueueFull``: synchronous, so a request that
+        answers at once (a stream job) knows before it answers whether its job got in."""
         if self.running + self.waiting >= self.max_running + self.max_waiting:
             raise QueueFull(self.running, self.waiting, self.retry_after())
-        sem = self._semaphore()
         self.waiting += 1
+
+    def submit(
+        self,
+        fn: Callable[[], Any],
+        cancel: threading.Event | None = None,
+        on_abandon: Callable[[asyncio.Future], None] | None = None,
+    ) -> asyncio.Task:
+        """``run`` as a task whose place is taken before this returns (``QueueFull`` is raised
+        here, not in the task). Cancelling the task behaves as cancelling ``run``."""
+        self.admit()
+        started = False
+
+        async def admitted() -> Any:
+            nonlocal started
+            started = True
+            return await self._run_admitted(fn, cancel, on_abandon)
+
+        def never_started(t: asyncio.Task) -> None:
+            if not started:  # cancelled before its first step: give the place back here
+                self.waiting -= 1
+                self.cancelled += 1
+
+        task = asyncio.ensure_future(admitted())
+        task.add_done_callback(never_started)
+        return task
+
+    async def _run_admitted(
+        self,
+        fn: Callable[[], Any],
+        cancel: threading.Event | None,
+        on_abandon: Callable[[asyncio.Future], None] | None,
+    ) -> Any:
+        sem = self._semaphore()
         try:
             await sem.acquire()
         except asyncio.CancelledError:

@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -38,20 +39,34 @@ POLL_S = 0.25  # how often a waiting request checks whether its client is still 
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
 
 
-async def run_job(state: ServerState, request: Request, strategy: str, body: Any) -> Any:
-    job_id = secrets.token_hex(16)
+@dataclass
+class PreparedJob:
+    """One job ready for the queue: its id, the workbench call, its cancel flag, and the
+    release of the earlier job's WAV it renders (pinned until the job ends)."""
+
+    id: str
+    strategy: str
+    audio_id: str | None
+    cancel: threading.Event
+    release: Callable[[], None]
+    work: Callable[[], RunRecord]
+
+
+def prepare_job(state: ServerState, strategy: str, body: Any, received_ts: float,
+                job_id: str | None = None, **extra: Any) -> PreparedJob:  # fmt: skip
+    """The workbench call for a validated request body. ``received_ts`` (epoch seconds, when
+    the request arrived) is the origin of the record's latency timings, so they count from
+    the click, queue wait included; ``extra`` goes to ``Workbench.generate`` (streaming).
+    Raises ``InputError`` for an unknown ``audio_id``."""
+    job_id = job_id or secrets.token_hex(16)
     names = state.store.names(job_id)
     cancel = threading.Event()
     source: dict[str, Any] = {"text": body.text, "lang": body.lang, "engine": body.engine}
     if body.audio_id is not None:
-        try:
-            source = {"audio": state.store.pin(body.audio_id)}
-        except InputError as exc:
-            return error_response(422, exc.problem, exc.fix, errors=[
-                {"field": "audio_id", "message": exc.problem}])  # fmt: skip
+        source = {"audio": state.store.pin(body.audio_id)}
     release = _once(lambda: state.store.unpin(body.audio_id) if body.audio_id else None)
     kwargs: dict[str, Any] = dict(source, strategy=strategy, chunks=getattr(body, "chunks", None),
-                                  progress=False)  # fmt: skip
+                                  progress=False, origin=(received_ts, "request"), **extra)  # fmt: skip
     if state.cancellable:
         kwargs["should_stop"] = cancel.is_set
 
@@ -61,12 +76,28 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
         finally:
             release()  # the earlier job's WAV may be removed by the policy from now on
 
+    return PreparedJob(job_id, strategy, body.audio_id, cancel, release, work)
+
+
+def audio_id_error(exc: InputError) -> JSONResponse:
+    return error_response(422, exc.problem, exc.fix, errors=[
+        {"field": "audio_id", "message": exc.problem}])  # fmt: skip
+
+
+async def run_job(state: ServerState, request: Request, strategy: str, body: Any) -> Any:
+    received_ts = time.time()
+    try:
+        job = prepare_job(state, strategy, body, received_ts)
+    except InputError as exc:
+        return audio_id_error(exc)
+    job_id, cancel, release = job.id, job.cancel, job.release
+
     def abandoned(_f: asyncio.Future) -> None:
         log.info("job %s: client left while it ran; stopped and its output discarded", job_id)
         state.store.discard(job_id)
 
     t0 = time.monotonic()
-    queued = asyncio.ensure_future(state.queue.run(work, cancel, on_abandon=abandoned))
+    queued = asyncio.ensure_future(state.queue.run(job.work, cancel, on_abandon=abandoned))
     try:
         while not queued.done():
             await asyncio.wait({queued}, timeout=POLL_S)
@@ -92,7 +123,8 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
         if not cancel.is_set():  # not left running in a thread: it started and ended, or never ran
             release()
     stored = await asyncio.to_thread(state.store.add, job_id, strategy, body.audio_id)  # hashes
-    log.info("job %s (%s): %s s → %s", job_id, strategy, rec.timings.total, names.video)
+    log.info("job %s (%s): %s s → %s", job_id, strategy, rec.timings.total,
+             state.store.names(job_id).video)  # fmt: skip
     return response_from_record(stored, rec, time.monotonic() - t0)
 
 
@@ -120,7 +152,9 @@ def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> di
     """The response: the run record's own numbers (no second measurement), plus render_s,
     the WAV → MP4 part that a comparison of strategies compares."""
     t = rec.timings
-    timings = {k: float(v) for k, v in t.to_dict().items() if v is not None}
+    # numbers only: latency_origin (what the latency timings count from) is a word
+    timings = {k: float(v) for k, v in t.to_dict().items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
     return {
         "id": job.id,
         "video_url": f"/videos/{job.id}.mp4",
@@ -130,6 +164,7 @@ def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> di
         "strategy": rec.strategy,
         "models": rec.models,
         "timings": timings,
+        "latency_origin": t.latency_origin,
         "render_s": round(t.total - t.tts - t.convert, 4),
         "plan": rec.plan,
         "weights": {m: w.to_dict() for m, w in rec.weights.items()},
@@ -141,6 +176,7 @@ def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> di
         "render_fps": rec.render_fps,
         "chunks": [{k: getattr(c, k) for k in CHUNK_KEYS} for c in rec.chunks],
         "tts": rec.tts.to_dict() if rec.tts else None,
+        "stream": rec.stream.to_dict() if rec.stream else None,
         "queue_wait_s": round(max(0.0, elapsed_s - t.total), 3),
         "load_1m": round(os.getloadavg()[0], 2),
         "cores": cpu_cores(),

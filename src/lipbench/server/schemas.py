@@ -43,8 +43,11 @@ class ErrorBody(BaseModel):
     )
 
 
-def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these statuses, each with the real error body."""
+def error_docs(
+    *statuses: int, what: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these statuses, each with the real error body (``what``:
+    descriptions that differ from the usual ones)."""
     what = {
         400: "Host header not allowed, or a malformed header",
         404: "no such video (unknown id, or removed by the storage policy)",
@@ -53,7 +56,7 @@ def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
         "engine cannot speak",
         429: "job queue full; see the Retry-After header",
         500: "internal error (the server log has details)",
-    }
+    } | (what or {})
     return {s: {"model": ErrorBody, "description": what[s]} for s in statuses}
 
 
@@ -85,7 +88,16 @@ class GenerateResponse(BaseModel):
     models: list[str]
     timings: dict[str, float] = Field(
         description="seconds per stage from the run record: tts, convert, detect, split, "
-        "infer, merge, total (model loading is not included: replicas are warm)"
+        "infer, merge, total (model loading is not included: replicas are warm); latency: "
+        "first_frame_s (first frame rendered), first_playable_s (a stream job: its first "
+        "segment listed; otherwise the finished MP4), stall_s (how long playback at the "
+        "video's fps would wait for segments; 0 without streaming), counted from "
+        "latency_origin"
+    )
+    latency_origin: str | None = Field(
+        None,
+        description="what the latency timings count from: 'request' (this request "
+        "arrived, queue wait included)",
     )
     render_s: float = Field(
         description="WAV → MP4 (detect, split, infer, merge): total − tts − convert; what a "
@@ -101,12 +113,52 @@ class GenerateResponse(BaseModel):
     render_fps: float | None = None
     chunks: list[ChunkOut] = Field(default_factory=list)
     tts: dict[str, Any] | None = None
+    stream: dict[str, Any] | None = Field(
+        None,
+        description="a stream job: segment_s, segments, and when each segment was "
+        "listed (ready_s, from latency_origin) with its length (durations_s), in play order",
+    )
     queue_wait_s: float = Field(description="time spent waiting for a free slot (not in total)")
     load_1m: float = Field(
         description="the machine's 1-minute load average when the job ended (its own job "
         "accounts for up to `cores`; much more means other work shared the CPU)"
     )
     cores: int = Field(description="cores this server may use")
+
+
+StreamState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class StreamStarted(BaseModel):
+    id: str = Field(description="opaque id of this job (32 hex digits); later its video id")
+    strategy: str
+    state: StreamState = Field(
+        description="queued (waiting for a slot) → running → done | failed | cancelled"
+    )
+    playlist_url: str = Field(
+        description="/streams/{id}/index.m3u8: an HLS EVENT playlist that grows while the job "
+        "renders (404 until its first segment exists: wait for playable) and is closed "
+        "(#EXT-X-ENDLIST) when it ends"
+    )
+    status_url: str = Field(description="/api/stream/jobs/{id}: poll it (GET) or cancel (DELETE)")
+
+
+class StreamStatus(StreamStarted):
+    playable: bool = Field(description="the playlist lists at least one segment")
+    elapsed_s: float = Field(description="seconds since the request arrived")
+    idle_cancel_s: float = Field(
+        description="a queued or running job nobody has asked about (status, playlist or "
+        "segment) for this long is cancelled"
+    )
+    result: GenerateResponse | None = Field(
+        None,
+        description="done: what /api/generate answers (video_url, timings with "
+        "first_playable_s, stall_s, total, ...)",
+    )
+    error: ErrorBody | None = Field(None, description="failed or cancelled: why, and the fix")
+    error_status: int | None = Field(
+        None, description="failed: the HTTP status /api/generate would have answered"
+    )
 
 
 def request_models(cfg: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel]]:

@@ -17,6 +17,7 @@ from ..jobs import STRATEGIES
 from ..record import ReplicaRow
 from .queue import JobQueue
 from .storage import JobStore
+from .stream_jobs import StreamJobs
 
 log = logging.getLogger("lipbench.server")
 
@@ -31,6 +32,7 @@ class ServerState:
     warmup: bool
     store: JobStore
     queue: JobQueue
+    streams: StreamJobs
     replicas: dict[str, list[ReplicaRow]] = field(default_factory=dict)
     started: bool = False
     closed: bool = False
@@ -40,7 +42,9 @@ class ServerState:
         srv = cfg["server"]
         store = JobStore(Path(cfg["results_dir"]) / "server", **srv["storage"])
         queue = JobQueue(srv["max_running"], srv["max_waiting"])
-        return cls(cfg, wb, owns_wb, warmup, store, queue)
+        # finished stream jobs are remembered about as long as the store keeps their files
+        streams = StreamJobs(keep=store.max_jobs + srv["max_running"] + srv["max_waiting"])
+        return cls(cfg, wb, owns_wb, warmup, store, queue, streams)
 
     @property
     def cancellable(self) -> bool:
@@ -116,6 +120,10 @@ class ServerState:
             "max_chunks": cfg["plan"]["max_chunks"],
             "min_parallel_s": cfg["plan"]["min_parallel_s"],
             "cancels_running_jobs": self.cancellable,
+            "stream": {
+                "idle_cancel_s": self.streams.idle_cancel_s,
+                "segment_s": cfg["video"]["keyframe_s"],
+            },  # fmt: skip
             "queue": self.queue.stats(),
             "storage": self.store.stats(),
         }

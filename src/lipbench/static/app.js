@@ -2,8 +2,10 @@
 // request in the browser, and show the server's own stage timings, plan and video.
 // Compare synthesises once and renders that one WAV with both strategies (audio_id), in
 // pairs of alternating order; its speed-up is render-only (WAV → MP4), TTS shown apart, and
-// it says when the pairs disagree (within the noise).
-// Plain JS, no dependencies: the page must work offline.
+// it says when the pairs disagree (within the noise). With Stream on, each job runs as a stream
+// job (stream.js) and its video plays while it renders; the panels show the time to the first
+// playable frame and the stall time beside the total.
+// Plain JS; the one library (hls.js, for Stream) is vendored: the page must work offline.
 "use strict";
 
 const COMMON_LANGS = {
@@ -13,6 +15,11 @@ const COMMON_LANGS = {
   ja: "日本語", cmn: "中文 (Mandarin)", ko: "한국어", ar: "العربية", hi: "हिन्दी",
 };
 const STAGES = ["tts", "convert", "detect", "split", "infer", "merge", "total"];
+const LATENCY_ROWS = [
+  ["first_playable_s", "first-playable", "first playable frame",
+    "from the request: a stream's first segment, or the finished MP4 without Stream"],
+  ["stall_s", "stall", "stall", "how long playback at the video's fps waited for frames"],
+];
 
 let comparison = null; // { pairs: [{par, seq}], first } while / after Compare
 let info = null;
@@ -100,7 +107,9 @@ function updateQueue(q) {
 
 function setBusy(value) {
   busy = value;
-  for (const b of document.querySelectorAll("button.generate, #compare, #pairs")) b.disabled = value || !info;
+  for (const b of document.querySelectorAll("button.generate, #compare, #pairs, #stream")) {
+    b.disabled = value || !info;
+  }
 }
 
 function startTimer(p) {
@@ -121,6 +130,14 @@ function renderTimings(p, res) {
     const tr = document.createElement("tr");
     if (stage === "total") tr.className = "total";
     tr.innerHTML = `<td>${stage}</td><td class="num">${fmt(timings[stage])}</td>`;
+    body.append(tr);
+  }
+  for (const [key, cls, label, title] of LATENCY_ROWS) {
+    if (!(key in timings)) continue;
+    const tr = document.createElement("tr");
+    tr.className = cls;
+    tr.title = title;
+    tr.innerHTML = `<td>${label}</td><td class="num">${fmt(timings[key])}</td>`;
     body.append(tr);
   }
   const tr = document.createElement("tr");
@@ -177,6 +194,12 @@ function renderResult(p, res, browserS) {
     `(queue wait ${fmt(res.queue_wait_s)} s)${note}`;
   $(".state", p).textContent = `server total ${fmt(res.timings.total)} s`;
   p.dataset.total = String(res.timings.total);
+  showServerLatency(p, res);
+  const link = $(".download", p);
+  link.hidden = !res.streamed;
+  $("a.mp4", p).href = res.video_url;
+  if (res.streamed) return; // it plays on from its playlist
+  detachStream(p);
   const video = $("video", p);
   video.src = res.video_url;
   video.load();
@@ -201,24 +224,39 @@ function panelBody(strategy) {
   return body;
 }
 
+async function postJob(p, body) {
+  const resp = await fetch(p.dataset.endpoint, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!resp.ok) throw new Error(await errorMessage(resp));
+  return resp.json();
+}
+
 async function run(strategy, body) {
   const p = panel(strategy);
   const err = $(".error", p);
+  const streamed = $("#stream").checked;
   err.hidden = true;
   p.classList.add("running");
   $(".state", p).textContent = "running…";
   p.dataset.total = "";
+  delete p.dataset.playing;
+  $(".latency", p).hidden = !streamed;
+  $(".latency .server", p).textContent = "";
+  $(".latency .browser", p).textContent = "";
+  $(".download", p).hidden = true;
+  if (streamed) detachStream(p); // the new job's stream replaces the last video
+  const t0 = performance.now();
   const stop = startTimer(p);
   setTimeout(refreshQueue, 300); // show this job as running (or waiting) in the footer
   try {
-    const resp = await fetch(p.dataset.endpoint, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (!resp.ok) throw new Error(await errorMessage(resp));
-    const res = await resp.json();
+    const res = streamed
+      ? await runStreamJob(p, body, t0, (text) => { $(".state", p).textContent = text; })
+      : await postJob(p, body);
     res.request = body;
+    res.streamed = streamed;
     renderResult(p, res, stop());
     return res;
   } catch (e) {
@@ -294,6 +332,7 @@ function updateSpeedup() {
   $("#speedup-noise").textContent = verdict.text + busy;
   const first = comparison.first;
   const hashes = new Set(pairs.flatMap((x) => [x.seq.audio_sha256, x.par.audio_sha256]));
+  showLatencySummary(pairs);
   $("#speedup-tts").textContent = `Speech synthesis ran once, not in the speed-up: ` +
     `tts ${fmt(first.timings.tts)} s + convert ${fmt(first.timings.convert)} s ` +
     `(${first.tts?.engine || "?"}, ${fmt(first.audio_duration_s)} s of audio). ` +

@@ -1,0 +1,136 @@
+"""Routes of Stream mode: start a stream job (answers at once), its status, cancel it, and
+its playlist and segments (from the live staging folder, then from the published one)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from .errors import HTTPProblem
+from .schemas import JOB_ID, StreamStarted, StreamStatus, error_docs
+from .state import ServerState
+from .stream_jobs import MEDIA_TYPES, PLAYLIST, STREAM_FILE, StreamJob, read_stream_file
+from .stream_runner import cancel_stream, start_stream
+
+NO_STREAM_FIX = (
+    "start a stream job with POST /api/stream/generate (or /api/stream/generate_parallel) and "
+    "use the playlist_url and status_url it returns"
+)
+FILE_FIX = (
+    "ask for index.m3u8 and the segment URIs it lists (relative to the playlist), "
+    "e.g. chunk_000/seg_00000.ts"
+)
+WAIT_FIX = "poll the job's status_url until playable is true, then load the playlist"
+NOT_FOUND = {404: "no stream job with this id (unknown, or forgotten after it ended)"}
+FILE_NOT_FOUND = {
+    404: "no such file: unknown job, a name other than index.m3u8 or chunk_NNN/seg_NNNNN.ts, "
+    "a segment the playlist does not list (yet), or a stream that has no segment yet"
+}
+
+
+def _id_param(name: str, description: str, pattern: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": pattern}}  # fmt: skip
+
+
+def add_stream_routes(app: FastAPI, state: ServerState, requests: dict[str, type]) -> None:
+    """``requests``: strategy → its body model (the same as /api/generate and
+    /api/generate_parallel take)."""
+
+    def job_or_404(job_id: str) -> StreamJob:
+        job = state.streams.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise HTTPProblem(404, f"no stream job with id {job_id[:40]!r}", NO_STREAM_FIX)
+        return job
+
+    def starter(strategy: str) -> Any:
+        async def start(body: Any) -> Any:
+            got = start_stream(state, strategy, body)
+            if not isinstance(got, StreamJob):
+                return got  # the error response (429, an unknown audio_id)
+            return JSONResponse(got.started(), 202, {"Location": got.status_url})
+
+        start.__doc__ = (
+            f"Start a {strategy} job that streams while it renders; answers at once (202) "
+            "with its id, playlist_url and status_url. Poll the status until playable, then "
+            "play the playlist (HLS); the job is cancelled by DELETE on its status_url or when "
+            "nobody has asked about it (status, playlist, segments) for idle_cancel_s."
+        )
+        start.__annotations__["body"] = requests[strategy]
+        return start
+
+    for strategy, path in (("sequential", "/api/stream/generate"),
+                           ("parallel", "/api/stream/generate_parallel")):  # fmt: skip
+        app.add_api_route(path, starter(strategy), methods=["POST"], status_code=202,
+                          response_model=StreamStarted, tags=["stream"],
+                          operation_id=f"stream_{strategy}",
+                          responses=error_docs(413, 422, 429))  # fmt: skip
+
+    job_param = _id_param("job_id", "the id a stream start returned", f"^{JOB_ID.pattern}$")
+
+    async def status(request: Request) -> Any:
+        """A stream job's state; when done its result (video_url, timings with
+        first_playable_s, stall_s, total), when failed or cancelled the error. Counts as the
+        client still watching."""
+        job = job_or_404(request.path_params["job_id"])
+        job.touch()
+        return job.status(state.streams.idle_cancel_s)
+
+    async def cancel(request: Request) -> Any:
+        """Cancel a queued or running stream job (its files are removed); a job that has
+        ended is left as it is. Answers its status."""
+        job = job_or_404(request.path_params["job_id"])
+        cancel_stream(job, "cancelled by its client (DELETE)")
+        return job.status(state.streams.idle_cancel_s)
+
+    for method, endpoint in (("GET", status), ("DELETE", cancel)):
+        app.add_api_route("/api/stream/jobs/{job_id}", endpoint, methods=[method],
+                          response_model=StreamStatus, tags=["stream"],
+                          operation_id=f"stream_job_{method.lower()}",
+                          responses=error_docs(404, what=NOT_FOUND),
+                          openapi_extra={"parameters": [job_param]})  # fmt: skip
+
+    async def stream_file(request: Request) -> Response:
+        """A stream's playlist (``index.m3u8``, never cached) or one of its segments
+        (``chunk_NNN/seg_NNNNN.ts``, once listed)."""
+        job_id, name = request.path_params["job_id"], request.path_params["name"]
+        if not (JOB_ID.fullmatch(job_id) and STREAM_FILE.fullmatch(name)):
+            raise HTTPProblem(404, "no such stream file", FILE_FIX)
+        job = state.streams.get(job_id)
+        if job is None and state.store.get(job_id) is None:
+            raise HTTPProblem(404, f"no stream with id {job_id}", NO_STREAM_FIX)
+        published = state.store.names(job_id).side / "stream"
+        dirs: list[Path] = [published]
+        if job is not None:
+            job.touch()
+            if job.state in ("failed", "cancelled"):
+                raise HTTPProblem(404, f"stream job {job_id} {job.state}: its stream was "
+                                  "removed", f"see {job.status_url} for why")  # fmt: skip
+            if job.live_dir is None and job.state != "done":
+                raise HTTPProblem(404, f"the stream of job {job_id} is not ready yet "
+                                  f"({job.state}, no segment so far)", WAIT_FIX,
+                                  headers={"Retry-After": "1"})  # fmt: skip
+            if job.live_dir is not None:
+                dirs.insert(0, job.live_dir)
+        data = await asyncio.to_thread(read_stream_file, dirs, name)
+        if data is None:
+            raise HTTPProblem(404, f"no such stream file: {name}", FILE_FIX)
+        playlist = name == PLAYLIST
+        cache = "no-store" if playlist else "private, max-age=3600"  # listed segments never change
+        return Response(data, media_type=MEDIA_TYPES[Path(name).suffix],
+                        headers={"Cache-Control": cache})  # fmt: skip
+
+    app.add_api_route(
+        "/streams/{job_id}/{name:path}", stream_file, methods=["GET"], tags=["stream"],
+        operation_id="stream_file", response_class=Response,
+        responses={200: {"content": {MEDIA_TYPES[".m3u8"]: {}, MEDIA_TYPES[".ts"]: {}}},
+                   **error_docs(404, what=FILE_NOT_FOUND)},
+        openapi_extra={"parameters": [
+            _id_param("job_id", "the id a stream start returned", f"^{JOB_ID.pattern}$"),
+            _id_param("name", "index.m3u8, or a segment URI the playlist lists",
+                      r"^(index\.m3u8|chunk_\d{3}/seg_\d{5}\.ts)$")]},
+    )  # fmt: skip
