@@ -97,14 +97,21 @@ def test_parallel_chunk_two_helps_only_after_chunk_one_has_played():
     assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((3.5, 1.5, 9.0))
 
 
-def test_each_replica_renders_its_longest_chunk_first():
-    # chunks 20, 60, 40 frames on 2 replicas: replica 0 has chunks 0 and 2 and renders chunk 2
-    # (40 frames, 4 s at 10 frames/s) first, so chunk 0's only segment is ready at 4 + 2 = 6 s
+def test_each_replica_renders_its_chunks_in_play_order():
+    # chunks 20, 60, 40 frames on 2 replicas at 10 frames/s: replica 0 renders chunk 0 (0–2 s)
+    # then chunk 2 (2–6 s); replica 1 renders chunk 1 (0–6 s). Segments are cut on the whole
+    # video's seconds: chunk 1 (frames 20–79) at frames 25, 50, 75; chunk 2 (80–119) at 100.
     ready, durations = segment_schedule([20, 60, 40], 2, 10.0, 25, 1.0)
-    assert ready[0] == pytest.approx(6.0) and durations[0] == pytest.approx(0.8)
-    assert ready[1:4] == pytest.approx([2.5, 5.0, 6.0])  # chunk 1 on replica 1 from 0 s
-    assert ready[4:] == pytest.approx([2.5, 4.0])  # chunk 2 on replica 0 from 0 s
+    assert ready[0] == pytest.approx(2.0) and durations[0] == pytest.approx(0.8)
+    assert ready[1:5] == pytest.approx([0.5, 3.0, 5.5, 6.0])  # chunk 1: 5, 25, 25, 5 frames
+    assert durations[1:5] == pytest.approx([0.2, 1.0, 1.0, 0.2])
+    assert ready[5:] == pytest.approx([4.0, 6.0])  # chunk 2: 20 frames, then 20
     assert sum(durations) == pytest.approx(120 / 25)
+
+
+def test_segment_bounds_of_a_chunk_inside_the_video():
+    assert segment_bounds(60, 25, 1.0, first_frame=35) == [0, 15, 40, 60]  # cuts at 50, 75
+    assert segment_bounds(10, 25, 1.0, first_frame=20) == [0, 5, 10]  # crosses 1 s at 25
 
 
 def test_bad_schedules_raise():

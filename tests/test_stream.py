@@ -34,7 +34,9 @@ def _wav(path: Path, seconds: float) -> Path:
 def _max_diff(a: Path, b: Path) -> int:
     fa, fb = list(video.read_frames(a)), list(video.read_frames(b))
     assert len(fa) == len(fb)
-    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(fa, fb, strict=True))
+    return max(
+        int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(fa, fb, strict=True)
+    )
 
 
 def test_segment_writer_cuts_at_keyframes_and_equals_a_plain_encode(tmp_path):

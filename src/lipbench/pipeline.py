@@ -218,7 +218,7 @@ class Workbench:
         prepared = prepare_audio(cfg, stage, timer, text, lang, engine, audio)
         inputs, samples = build_inputs(cfg, prepared.wav, avatar, timer, uuid.uuid4().hex[:12])
         with timer.stage("split"):
-            plan = plan_from_config(samples, cfg, list(job.models), job.chunks)
+            plan = plan_from_config(samples, cfg, list(job.models), job.chunks, stream=stream)
             plan.save(stage.plan)
         replica_models = job.replica_models(plan.n_chunks)
         threads = job.threads_per_replica(cfg, plan.n_chunks)

@@ -229,7 +229,7 @@ class ReplicaPool:
         should_stop: Callable[[], bool] | None = None,
     ) -> tuple[dict[int, ChunkRow], dict[int, Edges]]:
         """Run ``tasks[i]`` on replica ``assign[i]`` (each replica works through its own queue,
-        longest chunk first). Returns (rows, edges) keyed by task_id. A replica that dies
+        longest chunk first; a streamed job's in play order). Returns (rows, edges) keyed by task_id. A replica that dies
         mid-chunk is restarted and the chunk retried once; a second failure raises
         ChunkFailed naming the chunk. ``should_stop`` (polled twice a second) abandons the
         batch at the replicas' next 8-frame tick and raises Cancelled."""
@@ -246,8 +246,11 @@ class ReplicaPool:
         b.attempts = {t.task_id: 0 for t in renamed}
         for t, rid in zip(renamed, assign, strict=True):
             b.queues[rid].append(t)
+        # Longest chunk first finishes the batch soonest; a streamed job plays in order, so
+        # there each replica renders in play order (stream.stall.segment_schedule assumes so).
+        streamed = any(t.stream is not None for t in renamed)
         for q in b.queues.values():
-            q.sort(key=lambda t: t.end - t.start, reverse=True)
+            q.sort(key=(lambda t: t.start) if streamed else (lambda t: t.start - t.end))
         for rid in b.queues:
             self._feed(b, rid)
         try:

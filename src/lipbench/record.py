@@ -137,8 +137,8 @@ class Timings(_Typed):
     infer: float
     merge: float
     total: float
-    # process start → the video's first frame rendered (pool: the process that ran the job;
-    # workflow: chunk 0's job); what a viewer would wait before anything could play
+    # latency origin (see latency_origin; the workflow: chunk 0's process start) → the
+    # video's first frame rendered
     first_frame_s: float | None = None
     # within `infer`: time when no chunk was rendering (a chunk job waiting in a Slurm or
     # Snakemake queue, or loading its model); infer − idle = time some chunk was rendering
