@@ -136,6 +136,21 @@ def test_measure_gives_a_row_per_backend_precision_and_threads(model):
     assert torch.get_num_threads() == 2  # restored
 
 
+def test_choices_leave_out_what_cannot_run_well_here_and_say_why(monkeypatch):
+    from lipbench.backends import measure as measure_mod
+
+    monkeypatch.setattr(measure_mod, "has_bf16_hardware", lambda: False)
+    measured, skipped = measure_mod.choices("cpu")
+    assert measured == [("torch", "fp32"), ("openvino", "fp32")]
+    assert {(b, p) for b, p, _ in skipped} == {("torch", "bf16"), ("openvino", "bf16")}
+    assert all("no bf16 hardware" in why for *_, why in skipped)
+    monkeypatch.setattr(measure_mod, "has_bf16_hardware", lambda: True)
+    assert len(measure_mod.choices("cpu")[0]) == 4
+    measured, skipped = measure_mod.choices("cuda")
+    assert measured == [("torch", "fp32"), ("torch", "bf16")]
+    assert all(b == "openvino" and "CPU only" in why for b, _, why in skipped)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_torch_backend_on_cuda_is_exact_and_auto_keeps_torch(model, tmp_path, monkeypatch):
     from lipbench import tuning
