@@ -35,7 +35,7 @@ from ..jobs import frame_label, model_seed, threads_per_replica
 from ..model import FLOPS_PER_FRAME
 from ..pipeline import Workbench, build_inputs
 from ..record import StageTimer
-from ..render import JobInputs, RenderOptions
+from ..render import MEL_STEP, JobInputs, RenderOptions, mel_window_starts
 from ..sysinfo import machine, versions
 from ..tuning import calibrate_batch
 from ..video import EncoderSettings, mux_audio
@@ -104,12 +104,24 @@ def load_average() -> str:
         return "n/a"
 
 
+def network_frames(renderer: Any, job: JobInputs) -> int:
+    """Frames the network really computes for ``job``: with a static avatar the default path
+    renders each distinct mel window once (silence repeats), so end to end can deliver
+    frames faster than the network alone computes them."""
+    o = renderer.options
+    if not (o.reuse_identical_mels and o.static_face_features and job.avatar.is_static):
+        return job.n_frames
+    starts = mel_window_starts(job.n_frames, job.mel.shape[1], job.fps)
+    return len({job.mel[:, a : a + MEL_STEP].tobytes() for a in starts})
+
+
 def end_to_end(cfg: dict[str, Any], wav: Path, loaded: LoadedRenderer, device: str, out: Path) -> dict[str, Any]:  # fmt: skip
     """WAV → MP4, sequential, in this process: mel, face (cached), render, paste, encode, mux."""
     threads = loaded.renderer.network.threads
     build_inputs(cfg, wav, None, StageTimer(), "warm")  # fills the face cache: not timed
     t0 = time.perf_counter()
-    job, _ = build_inputs(cfg, wav, None, StageTimer(), str(out))
+    # a fresh job key: a renderer reused across runs must not serve faces from its per-job cache
+    job, _ = build_inputs(cfg, wav, None, StageTimer(), f"{out}#{time.time_ns()}")
     job.label = frame_label(loaded.weights.trained, cfg)
     video_only = out.with_name(out.stem + ".video.mp4")
     identity = dict(chunk=0, model="gan", replica=0, threads=threads, device=device)
@@ -118,7 +130,7 @@ def end_to_end(cfg: dict[str, Any], wav: Path, loaded: LoadedRenderer, device: s
     wall = time.perf_counter() - t0
     video_only.unlink(missing_ok=True)
     return {"frames": job.n_frames, "wall_s": round(wall, 3), "fps": round(job.n_frames / wall, 3),
-            "render_s": row.render_s, "encode_wait_s": row.encode_s,
+            "network_frames": network_frames(loaded.renderer, job), "render_s": row.render_s, "encode_wait_s": row.encode_s,
             "batch_size": loaded.renderer.options.batch_size, "trained": loaded.weights.trained}  # fmt: skip
 
 
@@ -277,12 +289,17 @@ def end_to_end_rows(s: Suite, wav: Path, batch: int, paths: list[dict[str, Any]]
             )
         del loaded
         fps[name] = res["fps"]
+        work = res["network_frames"] / res["wall_s"]  # network frames per second of the run
         pct = None if net_row is None else round(100 * res["fps"] / net_row["fps"], 1)
+        pct_work = None if net_row is None else round(100 * work / net_row["fps"], 1)
         row = s.add({"kind": "end_to_end", "option": name, "exact": net_row is None or bool(net_row["exact"]),
-                     "threads": s.threads, **res, "pct_network": pct}, r.value)  # fmt: skip
+                     "threads": s.threads, **res, "pct_network": pct, "pct_network_work": pct_work}, r.value)  # fmt: skip
         rel = "" if pct is None else f"  {pct:>5.1f}% of its network-only {net_row['fps']:.2f}"
         s.say(f"  {name:<28} {res['fps']:>8.2f} frames/s  {res['wall_s']:>7.2f} s{rel}  "
               f"(waited on the encoder {res['encode_wait_s']:.2f} s)  others {row['others_pct']} %{_busy(row)}")  # fmt: skip
+        if res["network_frames"] != res["frames"]:
+            s.say(f"  {'':<28} the network ran {res['network_frames']} of {res['frames']} frames (identical mel windows once): "
+                  f"{work:.2f} network frames/s{'' if pct_work is None else f' = {pct_work:.1f} % of network-only'}")  # fmt: skip
     return fps
 
 
@@ -342,14 +359,18 @@ def run_speed_suite(cfg: dict[str, Any], opts: SpeedOptions, say: Say = print) -
     e2e = end_to_end_rows(s, wav, batch, sorted(fast, key=lambda r: -r["fps"]))
     plain_fps = e2e["plain path (before #8)"]
     best = f"{fastest['backend']} {fastest['precision']}"
-    pct = 100 * e2e[best] / fastest["fps"]
-    used = [fastest, *(r for r in s.rows if r["kind"] == "end_to_end" and r["option"] in (best, "plain path (before #8)"))]  # fmt: skip
+    erow = next(r for r in s.rows if r["kind"] == "end_to_end" and r["option"] == best)
+    pct, pct_work = erow["pct_network"], erow["pct_network_work"]
+    used = [fastest, erow, next(r for r in s.rows if r["option"] == "plain path (before #8)")]
+    # the goal is judged on the network's own work: paste and encode keep up when the network
+    # runs in the pipeline about as fast as alone (frames it skipped as repeats don't count)
     goal = f"the {GOAL_PCT_NETWORK:g} % goal"
-    verdict = f"meets {goal}" if pct >= GOAL_PCT_NETWORK else f"BELOW {goal}"
+    verdict = f"meets {goal}" if pct_work >= GOAL_PCT_NETWORK else f"BELOW {goal}"
     if any(r.get("clean") is False for r in used):
         verdict = f"no verdict on {goal}: measured while the machine was BUSY"
-    say(f"fastest exact path end to end: {e2e[best]:.2f} frames/s = {pct:.1f} % of its network-only rate "
-        f"({verdict}), {e2e[best] / plain_fps:.2f}× the plain path")  # fmt: skip
+    say(f"fastest exact path end to end: {e2e[best]:.2f} frames/s = {pct:.1f} % of its network-only rate, "
+        f"{pct_work:.1f} % counting only the frames the network computed ({verdict}); "
+        f"{e2e[best] / plain_fps:.2f}× the plain path")  # fmt: skip
     for r in mine:
         if not r["exact"] and r["passes_psnr"]:
             n = f"{r['backend']} {r['precision']}"
