@@ -4,6 +4,8 @@ bad choices fail with one clear line."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -121,8 +123,27 @@ def test_openvino_graph_refuses_layers_it_cannot_translate(model):
 
     with pytest.raises(ValueError, match="no OpenVINO translation"):
         _block(None, torch.nn.Tanh())
-    with pytest.raises(ValueError, match="fold the BatchNorm"):
-        _block(None, model.audio_encoder[0])  # the loaded model still has its BatchNorm
+    block = copy.deepcopy(model.audio_encoder[0])
+    block.conv_block[1] = torch.nn.GroupNorm(1, block.conv_block[1].num_features)
+    with pytest.raises(ValueError, match="cannot fold"):
+        _block(None, block)
+
+
+def test_openvino_graph_folds_batchnorm_like_the_torch_fold(model):
+    """The graph folds each BatchNorm from the tensors (no copy of the model): the same
+    bits as ``model.fold_batchnorm``, so a cached fidelity stays true."""
+    from lipbench.backends.ov_graph import _folded
+    from lipbench.model import Conv2d, Conv2dTranspose, fold_batchnorm
+
+    pairs = [
+        (a, b)
+        for a, b in zip(model.modules(), fold_batchnorm(model).modules(), strict=True)
+        if isinstance(a, Conv2d | Conv2dTranspose)
+    ]
+    assert len(pairs) > 40
+    for a, b in pairs:
+        w, bias = _folded(a.conv_block[0], a.conv_block[1])
+        assert torch.equal(w, b.conv_block[0].weight) and torch.equal(bias, b.conv_block[0].bias)
 
 
 def test_measure_gives_a_row_per_backend_precision_and_threads(model):
@@ -134,6 +155,21 @@ def test_measure_gives_a_row_per_backend_precision_and_threads(model):
     for r in rows:
         assert r["fps"] > 0 and r["exact"] and r["max_abs_px"] <= 1 and r["path"] == "full"
     assert torch.get_num_threads() == 2  # restored
+
+
+def test_choices_leave_out_what_cannot_run_well_here_and_say_why(monkeypatch):
+    from lipbench.backends import measure as measure_mod
+
+    monkeypatch.setattr(measure_mod, "has_bf16_hardware", lambda: False)
+    measured, skipped = measure_mod.choices("cpu")
+    assert measured == [("torch", "fp32"), ("openvino", "fp32")]
+    assert {(b, p) for b, p, _ in skipped} == {("torch", "bf16"), ("openvino", "bf16")}
+    assert all("no bf16 hardware" in why for *_, why in skipped)
+    monkeypatch.setattr(measure_mod, "has_bf16_hardware", lambda: True)
+    assert len(measure_mod.choices("cpu")[0]) == 4
+    measured, skipped = measure_mod.choices("cuda")
+    assert measured == [("torch", "fp32"), ("torch", "bf16")]
+    assert all(b == "openvino" and "CPU only" in why for b, _, why in skipped)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from lipbench import jobs
 from lipbench.errors import InputError
 from lipbench.jobs import (
+    chunk_cuda_visible,
     frame_label,
     model_seed,
+    nvidia_gpu_ids,
     output_names,
+    replica_device,
     resolve_job,
     threads_per_replica,
     uses_gpu,
@@ -84,3 +90,104 @@ def test_jobs_imports_no_torch_or_numpy():
     code = "import sys, lipbench.jobs; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- where replicas run: round-robin over GPUs (no GPU is needed: torch.cuda is faked) ---
+
+
+def test_replicas_go_round_robin_over_several_gpus():
+    assert [replica_device("cuda", i, 2) for i in range(4)] == ["cuda:0", "cuda:1"] * 2
+    assert [replica_device("cuda", i, 3) for i in range(4)] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:2",
+        "cuda:0",
+    ]
+    # one GPU, the CPU, or a GPU named explicitly: left as it is
+    assert replica_device("cuda", 1, 1) == "cuda"
+    assert replica_device("cpu", 1, 0) == "cpu" and replica_device("cuda:1", 0, 4) == "cuda:1"
+
+
+def test_chunk_jobs_honour_cuda_visible_devices(monkeypatch):
+    """A local chunk job gets one GPU named as CUDA_VISIBLE_DEVICES names it; with fewer
+    than two visible, the variable is left alone (a Slurm job keeps what it was granted)."""
+    assert nvidia_gpu_ids({"CUDA_VISIBLE_DEVICES": "2, 3"}) == ["2", "3"]
+    assert nvidia_gpu_ids({"CUDA_VISIBLE_DEVICES": ""}) == []  # no GPU at all
+    monkeypatch.setattr(jobs, "has_nvidia_driver", lambda: False)
+    assert nvidia_gpu_ids({}) == []
+    ids = ["GPU-aa", "GPU-bb", "GPU-cc"]
+    assert [chunk_cuda_visible(k, ids) for k in range(4)] == [
+        "GPU-aa",
+        "GPU-bb",
+        "GPU-cc",
+        "GPU-aa",
+    ]
+    assert chunk_cuda_visible(3, ["7"]) is None and chunk_cuda_visible(0, []) is None
+
+
+class _FakePool:
+    """Stands in for ReplicaPool: keeps the specs, starts nothing."""
+
+    def __init__(self, specs, in_process=False):
+        self.specs = specs
+
+    def replica_rows(self):
+        return []
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("gpus", "devices"), [(2, ["cuda:0", "cuda:1", "cuda:0"]), (1, ["cuda"] * 3)]
+)
+def test_workbench_places_replicas_round_robin_on_cuda(cfg, monkeypatch, gpus, devices):
+    import torch
+
+    from lipbench import pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(pipeline, "ReplicaPool", _FakePool)
+    with pipeline.Workbench({**cfg, "device": "cuda"}) as wb:
+        pool = wb.pool(["gan", "nogan", "gan"], threads=1)
+    assert [s.device for s in pool.specs] == devices
+
+
+def test_workbench_on_cpu_keeps_cpu(cfg, monkeypatch):
+    from lipbench import pipeline
+
+    monkeypatch.setattr(pipeline, "ReplicaPool", _FakePool)
+    with pipeline.Workbench({**cfg, "device": "cpu"}) as wb:
+        assert [s.device for s in wb.pool(["gan", "nogan"], threads=1).specs] == ["cpu", "cpu"]
+
+
+@pytest.mark.slow
+def test_workflow_chunk_jobs_take_one_gpu_each(tmp_path):
+    """Run the workflow up to the plan, then dry-run the chunk jobs with `device: cuda`
+    where CUDA_VISIBLE_DEVICES lists two GPUs: chunk k's command exports the k-th (the
+    chunk job then sees exactly that GPU as `cuda`); on the CPU nothing is exported."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    job = {"id": "t", "text": "Hello there, this is a short test.", "lang": "en",
+           "strategy": "parallel", "chunks": 2}  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"jobs": [job]}))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "5,7",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    base = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path),
+            "--configfile", str(tmp_path / "config.yaml")]  # fmt: skip
+
+    def smk(*args):
+        p = subprocess.run(
+            [*base, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        return p.stdout + p.stderr
+
+    smk("--cores", "2", "--until", "plan")
+    dry = smk("-n", "-p", "--config", "device=cuda")
+    for k, gpu in ((0, "5"), (1, "7")):
+        line = next(x for x in dry.splitlines() if f"--chunk {k} " in x)
+        assert line.startswith(f"Shell command: export CUDA_VISIBLE_DEVICES={gpu}; ")
+    assert "export CUDA_VISIBLE_DEVICES" not in smk("-n", "-p", "--config", "device=cpu")

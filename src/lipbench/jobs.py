@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,53 @@ def uses_gpu(cfg: dict[str, Any]) -> bool:
 
 def has_nvidia_driver() -> bool:
     return shutil.which("nvidia-smi") is not None
+
+
+def replica_device(device: str, index: int, gpus: int) -> str:
+    """The device of replica (or workflow chunk job) ``index``: with ``cuda`` and several
+    visible GPUs, round-robin ``cuda:{index % gpus}``; otherwise ``device`` as it is (the
+    CPU, one GPU, or a GPU named explicitly such as ``cuda:1``). The pool and the workflow
+    both place replicas with this function."""
+    if device != "cuda" or gpus <= 1:
+        return device
+    return f"cuda:{index % gpus}"
+
+
+def visible_gpus(device: str) -> int:
+    """GPUs torch sees in this process (it honours CUDA_VISIBLE_DEVICES); 0 off CUDA. Imports
+    torch only when the device is CUDA, which has imported it already."""
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def nvidia_gpu_ids(env: dict[str, str] | None = None) -> list[str]:
+    """GPUs a job on this machine may use, as CUDA_VISIBLE_DEVICES names them: its entries
+    when set (a Slurm job's or the user's choice), else the indices `nvidia-smi -L` lists."""
+    env = os.environ if env is None else env
+    given = env.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [g.strip() for g in given.split(",") if g.strip()]
+    if not has_nvidia_driver():
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    n = sum(line.startswith("GPU ") for line in out.stdout.splitlines())
+    return [str(i) for i in range(n)]
+
+
+def chunk_cuda_visible(index: int, ids: list[str]) -> str | None:
+    """CUDA_VISIBLE_DEVICES for workflow chunk job ``index`` when Snakemake runs it on this
+    machine: the one GPU ``replica_device`` gives replica ``index`` among ``ids``, so chunk
+    jobs spread over the GPUs like the pool's replicas (Snakemake's ``gpu`` resource only
+    counts GPUs, it assigns none). None with fewer than two GPUs: nothing to choose."""
+    if len(ids) < 2:
+        return None
+    return ids[int(replica_device("cuda", index, len(ids)).split(":")[1])]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,16 @@ from .chunk import ReplicaSpec, process_start_ts
 from .config import load_config, resolve_device
 from .errors import InputError
 from .inputs import build_inputs
-from .jobs import Job, OutputNames, frame_label, output_names, resolve_job, threads_per_replica
+from .jobs import (
+    Job,
+    OutputNames,
+    frame_label,
+    output_names,
+    replica_device,
+    resolve_job,
+    threads_per_replica,
+    visible_gpus,
+)
 from .metrics import UsageSampler
 from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
@@ -150,7 +159,7 @@ class Workbench:
             self._leases.setdefault(key, threading.Lock())
             if key not in self._pools:
                 device = resolve_device(self.cfg)
-                specs = [ReplicaSpec.from_config(self.cfg, m, threads, device) for m in models]
+                specs = [ReplicaSpec.from_config(self.cfg, m, threads, replica_device(device, i, visible_gpus(device))) for i, m in enumerate(models)]  # fmt: skip
                 pool = ReplicaPool(specs, in_process=self.in_process_single and len(specs) == 1)
                 for r in pool.replica_rows():
                     if not r.weights.trained:

@@ -1,12 +1,15 @@
-"""How steps run: the threads and GPUs of chunk jobs as the submit host decides them and a
-cluster node sees them, the script that records where and when a step ran, and an
-interrupt passed on to the steps Snakemake runs itself. Helpers only (no rules): infer.smk
-includes this file."""
+"""How steps run: the threads and GPUs of chunk jobs as the submit host decides them (and
+which GPU a local chunk job takes) and a cluster node sees them, the script that records
+where and when a step ran, and an interrupt passed on to the steps Snakemake runs itself.
+Helpers only (no rules): infer.smk includes this file."""
 
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
+
+from lipbench.jobs import chunk_cuda_visible, nvidia_gpu_ids
 
 JOB_INFO = str(Path(workflow.current_basedir).parent / "scripts" / "job_info.sh")
 
@@ -32,6 +35,20 @@ def chunk_gpus(wildcards) -> int:
     if config["device"] == "auto" and workflow.local_exec and not workflow.remote_exec:
         return 1 if has_nvidia_driver() else 0
     return 0
+
+
+def chunk_cuda_env(wildcards) -> str:
+    """`export CUDA_VISIBLE_DEVICES=<id>; ` for chunk job k when Snakemake runs it on this
+    machine with a GPU and several are visible: chunk k gets the GPU that replica k of the
+    pool would (lipbench.jobs.replica_device), named as this machine's CUDA_VISIBLE_DEVICES
+    names it when set. Snakemake's `gpu` resource only counts GPUs; it assigns none. A
+    cluster job keeps what its scheduler set (Slurm puts the GPU it granted in
+    CUDA_VISIBLE_DEVICES), and with one GPU or none the variable is left as it is; inside
+    the job, `cuda` is then the first visible GPU."""
+    if not workflow.local_exec or workflow.remote_exec or chunk_gpus(wildcards) == 0:
+        return ""
+    chosen = chunk_cuda_visible(int(wildcards.k), nvidia_gpu_ids())
+    return "" if chosen is None else f"export CUDA_VISIBLE_DEVICES={shlex.quote(chosen)}; "
 
 
 def pass_interrupts_to_steps() -> None:

@@ -24,6 +24,7 @@ rule infer_chunk:
     params:
         lipbench=LIPBENCH,
         job_info=JOB_INFO,
+        cuda_env=chunk_cuda_env,
         model=chunk_model,
         avatar=lambda wc: JOBS[wc.job]["avatar"],
         settings=settings("fps", "seed", "device", "render", "face", "weights", "video"),
@@ -44,13 +45,13 @@ rule infer_chunk:
     benchmark:
         res("{job}/benchmarks/infer_chunk_{k}.tsv")
     shell:
-        "step_start=$(date +%s.%N); "
+        "{params.cuda_env}step_start=$(date +%s.%N); "
         # Temp files a killed attempt left behind (outputs are written atomically), and the
         # previous run's benchmark: Snakemake does not delete it before a rerun, so a killed
         # attempt would otherwise leave an older run's job time for the merge to report.
         "rm -f {params.chunk_dir}/.{wildcards.k}.*.part.* {params.benchmark} && "
         'echo "infer_chunk {wildcards.k}: model {params.model}, {threads} threads, host $(hostname),'
-        ' SLURM job ${{SLURM_JOB_ID:-none}}" > {log} && '
+        ' SLURM job ${{SLURM_JOB_ID:-none}}, CUDA_VISIBLE_DEVICES ${{CUDA_VISIBLE_DEVICES-unset}}" > {log} && '
         "{params.lipbench} --config-json {params.settings:q} render-chunk --audio {input.audio} --plan {input.plan} --chunk {wildcards.k}"
         " --model {params.model} --avatar {params.avatar:q} --threads {threads}"
         " --out {output.video} >> {log} 2>&1 && "

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from . import Network, available, build, has_bf16_hardware
-from .fidelity import check, probe_inputs, reference
+from .fidelity import Probe, check, probe_inputs, reference
+
+ROW_FIDELITY = ("max_abs_px", "mean_abs_px", "psnr_db", "exact", "passes_psnr")
 
 
 def batch_inputs(batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,6 +42,55 @@ def network_fps(network: Network, batch: int, seconds: float = 3.0, path: str = 
             return n / (time.perf_counter() - t0)
 
 
+def choices(device: str = "cpu") -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """(backend, precision) pairs worth measuring on ``device`` here, and the pairs left out
+    with the reason: (backend, precision, why)."""
+    measured, skipped = [], []
+    bf16_ok = has_bf16_hardware() or device != "cpu"
+    for backend in ("torch", "openvino"):
+        for precision in ("fp32", "bf16"):
+            if backend not in available():
+                skipped.append((backend, precision, "not installed"))
+            elif backend == "openvino" and device != "cpu":
+                skipped.append((backend, precision, f"OpenVINO runs on the CPU only, not {device}"))
+            elif precision == "bf16" and not bf16_ok:
+                why = (
+                    "no bf16 hardware (AMX / AVX-512-BF16): torch emulates it (~18× slower than fp32)"
+                    if backend == "torch"
+                    else "no bf16 hardware: OpenVINO ignores the bf16 hint and computes fp32"
+                )
+                skipped.append((backend, precision, why))
+            else:
+                measured.append((backend, precision))
+    return measured, skipped
+
+
+def measure_one(
+    model: torch.nn.Module,
+    backend: str,
+    precision: str,
+    threads: int,
+    probe: Probe,
+    *,
+    batch: int = 16,
+    seconds: float = 3.0,
+    path: str = "full",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """One row: frames/s of one network (network only) and its fidelity vs plain fp32 on the
+    same checkpoint (``probe`` from ``fidelity.reference``). Sets torch's thread count."""
+    torch.set_num_threads(threads)
+    net = build(model, device, backend, precision, threads=threads)
+    fid = check(net, probe)
+    fps = network_fps(net, batch, seconds, path)
+    return {
+        "backend": backend, "precision": precision,
+        "effective_precision": net.effective_precision, "threads": threads,
+        "batch": batch, "path": path, "fps": round(fps, 3),
+        **{k: fid[k] for k in ROW_FIDELITY},
+    }  # fmt: skip
+
+
 def measure(
     model: torch.nn.Module,
     *,
@@ -55,30 +106,24 @@ def measure(
     """One row per backend × precision × thread count: frames/s (network only) and the
     fidelity vs plain fp32 on the same checkpoint. torch's thread count is restored after.
 
-    ``precisions`` defaults to fp32, plus bf16 on a CPU with bf16 hardware (AMX or
-    AVX-512-BF16). Elsewhere bf16 is emulated: torch eager ran it ~18× SLOWER than fp32 on
-    a 2-core AMD EPYC (AVX2), and OpenVINO ignores its bf16 hint there and computes f32."""
-    backends = backends or available()
+    ``precisions`` defaults to the pairs of ``choices(device)``: fp32, plus bf16 on a CPU with bf16 hardware
+    (AMX or AVX-512-BF16) or a GPU. Elsewhere bf16 is emulated: torch eager ran it ~18×
+    SLOWER than fp32 on a 2-core AMD EPYC (AVX2), and OpenVINO ignores its bf16 hint there
+    and computes f32."""
     if precisions is None:
-        precisions = ("fp32", "bf16") if has_bf16_hardware() or device != "cpu" else ("fp32",)
+        pairs = choices(device)[0]
+    else:  # as asked, even an emulated bf16
+        pairs = [(b, p) for b in available() for p in precisions if b == "torch" or device == "cpu"]
+    pairs = [(b, p) for b, p in pairs if backends is None or b in backends]
     probe = reference(model, device, n=probe_frames)
     before = torch.get_num_threads()
-    rows = []
     try:
-        for backend in backends:
-            for precision in precisions:
-                for t in threads:
-                    torch.set_num_threads(t)
-                    net = build(model, device, backend, precision, threads=t)
-                    fid = check(net, probe)
-                    fps = network_fps(net, batch, seconds, path)
-                    rows.append({
-                        "backend": backend, "precision": precision,
-                        "effective_precision": net.effective_precision, "threads": t,
-                        "batch": batch, "path": path, "fps": round(fps, 3),
-                        **{k: fid[k] for k in ("max_abs_px", "mean_abs_px", "psnr_db", "exact", "passes_psnr")},
-                    })  # fmt: skip
-                    del net
+        return [
+            measure_one(
+                model, b, p, t, probe, batch=batch, seconds=seconds, path=path, device=device
+            )
+            for b, p in pairs
+            for t in threads
+        ]
     finally:
         torch.set_num_threads(before)
-    return rows

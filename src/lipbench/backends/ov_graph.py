@@ -1,4 +1,5 @@
-"""Wav2Lip as OpenVINO graphs, built op by op from the (BatchNorm-folded) torch module.
+"""Wav2Lip as OpenVINO graphs, built op by op from the torch module (BatchNorm folded into
+each convolution's constants on the way).
 
 Building the graph directly takes well under a second, where ``openvino.convert_model``
 traces the module through TorchScript (≈ 40 s on a loaded 2-core host): a replica that
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import Conv2d, Conv2dTranspose, Wav2Lip, fold_batchnorm
+from ..model import Conv2d, Conv2dTranspose, Wav2Lip
 
 # shapes of the 7 face-encoder feature maps for a 96×96 face (channels, side)
 FEATURE_SHAPES = ((16, 96), (32, 48), (64, 24), (128, 12), (256, 6), (512, 3), (512, 1))
@@ -39,35 +40,57 @@ def _pair(v: int | tuple[int, ...]) -> list[int]:
 
 
 def _const(t: torch.Tensor) -> Any:
-    return _ops().constant(t.detach().cpu().float().numpy().astype(np.float32))
+    return _ops().constant(t.detach().cpu().float().numpy())
 
 
-def _conv(x: Any, conv: nn.Conv2d | nn.ConvTranspose2d) -> Any:
+def _folded(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """The conv's (weight, bias) with ``bn`` (eval statistics) folded in, computed from the
+    tensors without copying the model: the same operations as ``model.fold_batchnorm``
+    (so the same bits), minus its deep copy of every module (≈ 2 s of a replica's start on
+    a loaded 2-core host)."""
+    if isinstance(bn, nn.Identity):
+        return conv.weight, conv.bias
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None or bn.running_mean is None:
+        raise ValueError(f"cannot fold {bn} into the OpenVINO graph's convolution")
+    var, mean = bn.running_var, bn.running_mean
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)  # one factor per output channel
+    transposed = isinstance(conv, nn.ConvTranspose2d)  # its weight is (in, out, kh, kw)
+    w = (
+        conv.weight * scale.view(1, -1, 1, 1)
+        if transposed
+        else conv.weight * scale.view(-1, 1, 1, 1)
+    )
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    return w, ((bias - mean) * scale + beta).to(w.dtype)
+
+
+def _conv(x: Any, conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.Module | None = None) -> Any:
     ops = _ops()
     if conv.groups != 1 or _pair(conv.dilation) != [1, 1]:
         raise ValueError(f"unsupported convolution for the OpenVINO graph: {conv}")
+    weight, bias = _folded(conv, bn if bn is not None else nn.Identity())
     pads = _pair(conv.padding)
     if isinstance(conv, nn.ConvTranspose2d):
         # torch's (in, out, kh, kw) weight is OpenVINO's [C_IN, C_OUT, kH, kW] filter layout
         y = ops.convolution_backprop_data(
-            x, _const(conv.weight), _pair(conv.stride), pads_begin=pads, pads_end=pads,
+            x, _const(weight), _pair(conv.stride), pads_begin=pads, pads_end=pads,
             dilations=[1, 1], output_padding=_pair(conv.output_padding),
         )  # fmt: skip
     else:
-        y = ops.convolution(x, _const(conv.weight), _pair(conv.stride), pads, pads, [1, 1])
-    if conv.bias is not None:
-        y = ops.add(y, _const(conv.bias.reshape(1, -1, 1, 1)))
+        y = ops.convolution(x, _const(weight), _pair(conv.stride), pads, pads, [1, 1])
+    if bias is not None:
+        y = ops.add(y, _const(bias.reshape(1, -1, 1, 1)))
     return y
 
 
 def _block(x: Any, m: nn.Module) -> Any:
-    """One layer of the model (a lipbench.model block or a plain torch layer)."""
+    """One layer of the model (a lipbench.model block, its BatchNorm folded on the way, or
+    a plain torch layer)."""
     ops = _ops()
     if isinstance(m, Conv2d | Conv2dTranspose):
-        conv, bn = m.conv_block[0], m.conv_block[1]
-        if not isinstance(bn, nn.Identity):
-            raise ValueError("fold the BatchNorm before building the OpenVINO graph")
-        y = _conv(x, conv)
+        y = _conv(x, m.conv_block[0], m.conv_block[1])
         if getattr(m, "residual", False):
             y = ops.add(y, x)
         return ops.relu(y)
@@ -103,13 +126,13 @@ def _decode(model: Wav2Lip, emb: Any, feats: list[Any]) -> Any:
 
 
 def build_graphs(model: Wav2Lip) -> dict[str, Any]:
-    """The ``face`` and ``decode`` ``openvino.Model``s of ``model`` (folded here if it still
-    has BatchNorm)."""
+    """The ``face`` and ``decode`` ``openvino.Model``s of ``model`` (fp32, eval statistics;
+    BatchNorm folded into the graph's convolutions; ``model`` itself is untouched)."""
     import openvino as ov
 
-    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    m = fold_batchnorm(model) if has_bn else model
-    m = m.float().cpu().eval()
+    m = model
+    if next(m.parameters()).dtype != torch.float32 or next(m.parameters()).device.type != "cpu":
+        raise ValueError("the OpenVINO graph is built from the fp32 model on the CPU")
     ops = _ops()
     with torch.no_grad():
         face = ops.parameter([-1, 6, 96, 96], np.float32, name="face")
