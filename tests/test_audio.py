@@ -145,3 +145,10 @@ def test_read_wav_refuses_wrong_rate(tmp_path):
     sf.write(str(p), np.zeros((4800, 2), dtype=np.float32), 48000)
     with pytest.raises(InputError, match="lipbench convert"):
         audio.read_wav(p)
+
+
+def test_preemphasis_equals_scipys_filter():
+    from scipy.signal import lfilter
+
+    x = np.random.default_rng(1).standard_normal(16000 * 3)
+    assert np.array_equal(audio.preemphasis(x), lfilter([1.0, -0.97], [1.0], x))
