@@ -4,7 +4,13 @@ frame-equal to a plain one (the stall arithmetic itself: tests/test_stall.py).""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +19,18 @@ import soundfile as sf
 from helpers import run_cli
 
 from lipbench import video
+from lipbench.errors import InputError, MediaError
 from lipbench.stream.playlist import StreamPublisher
-from lipbench.stream.segments import SEGMENT_LIST, SegmentWriter, StreamTarget, read_segment_list
+from lipbench.stream.run import check_streamable
+from lipbench.stream.segments import (
+    AUDIO_LEAD_S,
+    DONE,
+    SEGMENT_LIST,
+    SegmentWriter,
+    StreamTarget,
+    latest_attempt,
+    read_segment_list,
+)
 
 ENC = video.EncoderSettings(fps=25.0)
 
@@ -66,50 +82,168 @@ def test_segment_writer_failure_publishes_no_chunk(tmp_path):
     assert not (tmp_path / "c.mp4").exists()
 
 
-def _fake_chunk(folder: Path, segments: list[tuple[float, float]], done: bool) -> None:
-    """What a SegmentWriter leaves: the csv list ffmpeg writes, segment files, the chunk video."""
+def _fake_chunk(folder: Path, ends: list[float], done: bool) -> None:
+    """What one attempt of a SegmentWriter leaves: segment files, the csv list ffmpeg writes
+    (its times run AUDIO_LEAD_S after the video's), and the done mark once the encode ended."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, (a, b) in enumerate(segments):
-        (folder / f"seg_{i:05d}.ts").write_bytes(b"ts")
-        lines.append(f"seg_{i:05d}.ts,{a:.6f},{b:.6f}\n")
+    lines, start = [], 0.0
+    for i, end in enumerate(ends):
+        (folder / f"seg_{i:05d}.ts").write_bytes(f"{folder.name} {i}".encode())
+        lines.append(f"seg_{i:05d}.ts,{start:.6f},{end + AUDIO_LEAD_S:.6f}\n")
+        start = end + AUDIO_LEAD_S
     (folder / SEGMENT_LIST).write_text("".join(lines))
     if done:
-        (folder.parent / f"{folder.name}.mp4").write_bytes(b"mp4")
+        (folder / DONE).touch()
+
+
+def _publisher(
+    root: Path, durations: list[float], seen: list[Path] | None = None
+) -> StreamPublisher:
+    targets, start = [], 0.0
+    for i, d in enumerate(durations):
+        targets.append(StreamTarget(str(root / "stream" / f"chunk_{i:03d}"), "a.wav", start, d))
+        start += d
+    pub = StreamPublisher(root / "stream", targets, ENC, seen.append if seen is not None else None)
+    pub.stream_dir.mkdir(parents=True)
+    return pub
+
+
+def _uris(pub: StreamPublisher) -> list[str]:
+    return re.findall(r"^chunk_\S+\.ts$", pub.playlist.read_text(), flags=re.M)
 
 
 def test_publisher_lists_segments_in_play_order(tmp_path):
-    dirs = [tmp_path / "stream" / f"chunk_{i:03d}" for i in range(2)]
-    videos = [tmp_path / "stream" / f"chunk_{i:03d}.mp4" for i in range(2)]
     seen: list[Path] = []
-    pub = StreamPublisher(tmp_path / "stream", dirs, videos, 1.0, seen.append)
-    pub.stream_dir.mkdir(parents=True)
+    pub = _publisher(tmp_path, [2.5, 1.6], seen)  # chunk 1 starts at 2.5 s: cuts at 3 s, 4 s
+    dirs = pub.chunk_dirs
     assert pub.poll() is False and seen == []
     # chunk 1 renders faster, but nothing of it is listed before chunk 0 is complete
-    _fake_chunk(dirs[1], [(0, 1), (1, 1.6)], done=True)
-    _fake_chunk(dirs[0], [(0, 1)], done=False)
+    _fake_chunk(dirs[1], [0.5, 1.5, 1.6], done=True)
+    _fake_chunk(dirs[0], [1.0], done=False)
     pub.poll()
-    text = pub.playlist.read_text()
-    assert re.findall(r"chunk_\d+/seg_\d+\.ts", text) == ["chunk_000/seg_00000.ts"]
-    assert "#EXT-X-ENDLIST" not in text and seen == [pub.playlist]
-    (dirs[0] / SEGMENT_LIST).write_text("seg_00000.ts,0,1\nseg_00001.ts,1,2\nseg_00002.ts,2,2.")
+    assert _uris(pub) == ["chunk_000/seg_00000.ts"]
+    assert "#EXT-X-ENDLIST" not in pub.playlist.read_text() and seen == [pub.playlist]
+    (dirs[0] / SEGMENT_LIST).write_text(
+        (dirs[0] / SEGMENT_LIST).read_text() + "seg_00001.ts,1.064,2.064\nseg_00002.ts,2.064,2."
+    )
     pub.poll()  # a half-written line is not listed yet
     assert len(pub.entries) == 2
-    _fake_chunk(dirs[0], [(0, 1), (1, 2), (2, 2.5)], done=True)
+    _fake_chunk(dirs[0], [1.0, 2.0, 2.5], done=True)
     pub._thread.start()
     pub.close(finished=True)
     text = pub.playlist.read_text()
-    assert re.findall(r"chunk_\d+/seg_\d+\.ts", text) == [
+    assert _uris(pub) == [
         "chunk_000/seg_00000.ts", "chunk_000/seg_00001.ts", "chunk_000/seg_00002.ts",
-        "chunk_001/seg_00000.ts", "chunk_001/seg_00001.ts",
+        "chunk_001/seg_00000.ts", "chunk_001/seg_00001.ts", "chunk_001/seg_00002.ts",
     ]  # fmt: skip
     # chunk 1's timestamps start afresh: one discontinuity, right before its first segment
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     assert text.index("#EXT-X-DISCONTINUITY") < text.index("chunk_001/seg_00000.ts")
     assert text.rstrip().endswith("#EXT-X-ENDLIST")
-    assert pub.durations_s() == [1.0, 1.0, 0.5, 1.0, 0.6]
-    assert len(pub.ready_ts) == 5 and pub.ready_ts == sorted(pub.ready_ts)
+    lead = round(AUDIO_LEAD_S, 4)
+    assert pub.durations_s() == pytest.approx([1 + lead, 1.0, 0.5, 0.5 + lead, 1.0, 0.1])
+    assert len(pub.ready_ts) == 6 and pub.ready_ts == sorted(pub.ready_ts)
     assert seen == [pub.playlist]  # announced once
+
+
+def test_publisher_never_lists_a_segment_cut_short_and_a_retry_goes_on(tmp_path):
+    """A writer that died mid-segment (ffmpeg closed it at end of input) → that segment is
+    never listed; the retry's folder continues the list, the listed files stay untouched."""
+    pub = _publisher(tmp_path, [3.5])
+    chunk = pub.chunk_dirs[0]
+    _fake_chunk(chunk, [1.0, 1.6], done=False)  # the second ends 0.4 s before its cut at 2 s
+    pub.poll()
+    assert _uris(pub) == ["chunk_000/seg_00000.ts"]
+    listed = (chunk / "seg_00000.ts").read_bytes()
+    _fake_chunk(chunk / "retry_1", [1.0, 2.0], done=False)  # the retry, under way
+    pub.poll()
+    assert _uris(pub) == ["chunk_000/seg_00000.ts", "chunk_000/retry_1/seg_00001.ts"]
+    _fake_chunk(chunk / "retry_1", [1.0, 2.0, 3.0, 3.5], done=True)
+    assert pub.poll() is True
+    assert _uris(pub) == ["chunk_000/seg_00000.ts", "chunk_000/retry_1/seg_00001.ts",
+                          "chunk_000/retry_1/seg_00002.ts", "chunk_000/retry_1/seg_00003.ts"]  # fmt: skip
+    assert (chunk / "seg_00000.ts").read_bytes() == listed
+    assert sum(pub.durations_s()) == pytest.approx(3.5 + AUDIO_LEAD_S)
+
+
+def test_a_retried_writer_keeps_the_first_attempts_segments(tmp_path):
+    wav = _wav(tmp_path / "a.wav", 3.0)
+    target = StreamTarget(str(tmp_path / "seg"), str(wav), 0.0, 2.0)
+    with SegmentWriter(tmp_path / "c.mp4", 64, 48, ENC, target) as first:
+        for f in _frames(50):
+            first.write(f)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "seg").glob("seg_*.ts")}
+    with SegmentWriter(tmp_path / "c.mp4", 64, 48, ENC, target) as again:
+        for f in _frames(50):
+            again.write(f)
+    assert again.seg_dir == tmp_path / "seg" / "retry_1" and (again.seg_dir / DONE).is_file()
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "seg").glob("seg_*.ts")}
+    assert latest_attempt(tmp_path / "seg") == again.seg_dir
+
+
+KILLED_WRITER = """
+import os, signal, sys, time
+import numpy as np
+from lipbench import video
+from lipbench.stream.segments import SegmentWriter, StreamTarget
+seg, wav, out = sys.argv[1:]
+frames = [np.roll(np.arange(64 * 48 * 3, dtype=np.uint8).reshape(48, 64, 3), i, 1) for i in range(40)]
+w = SegmentWriter(out, 64, 48, video.EncoderSettings(fps=25.0), StreamTarget(seg, wav, 0.0, 3.0))
+w.__enter__()
+for f in frames:  # 1.6 s of a 3 s chunk: the cut at 1 s has passed, the next segment is open
+    w.write(f)
+print(w._proc.pid, flush=True)
+time.sleep(1.5)
+os.kill(os.getpid(), signal.SIGKILL)  # a replica killed mid-chunk
+"""
+
+
+def test_a_killed_writer_takes_its_ffmpeg_along(tmp_path):
+    """Left alone, ffmpeg would read end of input and close the open segment as if the chunk
+    had ended — a short segment with a normal-looking line in segments.csv."""
+    wav = _wav(tmp_path / "a.wav", 4.0)
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "seg"), str(wav),
+                           str(tmp_path / "c.mp4")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ffmpeg_pid = int(proc.stdout.split()[0])
+    for _ in range(100):  # the kill is asynchronous: wait until ffmpeg has gone
+        if not Path(f"/proc/{ffmpeg_pid}").exists() or "Z" in _proc_state(ffmpeg_pid):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("ffmpeg outlived the process that fed it")
+    time.sleep(0.3)
+    segs = read_segment_list(tmp_path / "seg")
+    assert [s.name for s in segs] == ["seg_00000.ts"]  # only the segment closed at its cut
+    assert not (tmp_path / "seg" / DONE).exists() and not (tmp_path / "c.mp4").exists()
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "gone"
+
+
+def test_streaming_refuses_b_frame_tunes_before_any_work():
+    with pytest.raises(InputError, match="video.tune: zerolatency"):
+        check_streamable(video.EncoderSettings(tune="film"))
+    with pytest.raises(InputError, match="keyframe_s"):
+        check_streamable(video.EncoderSettings(keyframe_s=0.01))
+    check_streamable(video.EncoderSettings())
+
+
+def test_a_join_that_loses_frames_is_refused(tmp_path):
+    """The writer's own check (the safety net behind check_streamable): with B-frames the
+    joined video decodes to fewer frames than were rendered, and no chunk video is left."""
+    wav = _wav(tmp_path / "a.wav", 3.0)
+    enc = video.EncoderSettings(fps=25.0, tune="none")
+    target = StreamTarget(str(tmp_path / "seg"), str(wav), 0.0, 2.0)
+    with pytest.raises(MediaError, match="joined segments hold 48 frames, 50 were rendered"):
+        with SegmentWriter(tmp_path / "c.mp4", 64, 48, enc, target) as w:
+            for f in _frames(50):
+                w.write(f)
+    assert not (tmp_path / "c.mp4").exists()
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "parallel"])
@@ -140,6 +274,49 @@ def test_streamed_result_equals_plain(workbench, speech_wav, session_dir, strate
     assert t.stall_s is not None and t.stall_s >= 0
     on_disk = json.loads((out / "live.run.json").read_text())
     assert on_disk["stream"]["segments"] == len(uris)
+
+
+def test_a_replica_killed_mid_stream_leaves_a_whole_playlist(workbench, speech_wav, session_dir):
+    """Chunk 1's replica is SIGKILLed once its first segment is listed: the retry goes on in
+    retry_1/, every URI ever listed still exists unchanged, and the result equals a plain run."""
+    out = session_dir / "stream-kill"
+    kw = dict(
+        audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2, progress=False
+    )
+    pool = workbench.pool(["gan", "gan"])
+    killed: list[int] = []
+    served: dict[str, bytes] = {}  # what a player fetched while the job ran
+
+    def kill_after_first_segment(pid: int) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for playlist in out.glob(".live.staging-*/live.files/stream/index.m3u8"):
+                for uri in re.findall(r"^chunk_\S+\.ts$", playlist.read_text(), flags=re.M):
+                    served.setdefault(uri, (playlist.parent / uri).read_bytes())
+                if any(u.startswith("chunk_001/") for u in served):
+                    killed.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    def on_event(kind: str, data: dict) -> None:
+        if kind == "started" and data["chunk"] == 1 and not killed:
+            threading.Thread(target=kill_after_first_segment, args=(data["pid"],)).start()
+
+    pool.on_event = on_event
+    try:
+        rec = workbench.generate(out / "live.mp4", stream=True, **kw)
+    finally:
+        pool.on_event = None
+    assert killed and rec.chunks[1].attempts == 2
+    final = out / "live.files" / "stream"
+    uris = re.findall(r"^chunk_\S+\.ts$", (final / "index.m3u8").read_text(), flags=re.M)
+    assert any(u.startswith("chunk_001/retry_1/") for u in uris)
+    assert len(uris) == rec.stream.segments and all((final / u).is_file() for u in uris)
+    assert all((final / u).read_bytes() == data for u, data in served.items())
+    assert set(served) <= set(uris)
+    assert sum(rec.stream.durations_s) == pytest.approx(rec.frames / 25, abs=0.2)
+    workbench.generate(out / "plain.mp4", **kw)
+    assert _max_diff(out / "plain.mp4", out / "live.mp4") <= 1
 
 
 def test_cli_stream_prints_the_playlist_before_the_result(config_file, speech_wav, tmp_path):

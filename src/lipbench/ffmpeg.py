@@ -6,10 +6,13 @@ can't be interpreted by a shell.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import shutil
+import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import MediaError
@@ -69,3 +72,32 @@ def run_ffmpeg(
         ) from exc
     if proc.returncode != 0:
         raise explain_failure(proc.stderr, what)
+
+
+def _load_prctl() -> Callable[[], None] | None:
+    """Linux: a child hook that asks for SIGKILL when the parent dies (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def die_with_parent() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+    return die_with_parent
+
+
+# Loaded here, in the parent: the hook runs between fork and exec, where nothing may be imported.
+_DIE_WITH_PARENT = _load_prctl()
+
+
+def popen_ffmpeg_pipe(cmd: list[str]) -> subprocess.Popen:
+    """ffmpeg reading frames from our stdin. If this process is killed (a replica SIGKILLed
+    mid-chunk), ffmpeg is killed too: left alone it would read EOF and close the output as
+    if the chunk had ended — a short last segment that looks complete."""
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_DIE_WITH_PARENT)  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +43,7 @@ from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
 from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
 from .stream.playlist import PLAYLIST
-from .stream.run import latency, start_publisher, stream_target
+from .stream.run import check_streamable, latency, start_publisher, stream_target
 from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")
@@ -222,6 +221,9 @@ class Workbench:
              origin: tuple[float, str]) -> RunRecord:  # fmt: skip
         cfg = self.cfg
         timer = StageTimer()
+        enc = EncoderSettings.from_config(cfg)
+        if stream:
+            check_streamable(enc)
         # Inputs first (text, language, audio, avatar/face): bad input fails before any
         # model is loaded.
         prepared = prepare_audio(cfg, stage, timer, text, lang, engine, audio)
@@ -240,7 +242,6 @@ class Workbench:
             replicas = pool.replica_rows()
             inputs.label = frame_label(all(r.weights.trained for r in replicas), cfg)
             stage.chunks.mkdir(exist_ok=True)
-            enc = EncoderSettings.from_config(cfg)
             tasks = [ChunkTask(c.index, inputs, c.frame_start, c.frame_end,
                                str(stage.chunks / f"chunk_{c.index}.mp4"), enc, c.index,
                                stream_target(cfg, stage, plan, c) if stream else None)
@@ -252,9 +253,12 @@ class Workbench:
             try:
                 with UsageSampler(pids=pool.pids()) as usage, timer.stage("infer"):
                     rows, edges = pool.render_chunks(tasks, assign, bar.update, should_stop)
-            finally:
+            except BaseException:
                 if publisher is not None:
-                    publisher.close(finished=sys.exc_info()[0] is None)
+                    publisher.close(finished=False)  # stop watching; the playlist stays open
+                raise
+            if publisher is not None:
+                publisher.close(finished=True)
             bar.close()
         with timer.stage("merge"):
             merge_chunks([Path(t.out_path) for t in tasks], prepared.wav, stage.video,

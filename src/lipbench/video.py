@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import MediaError
-from .ffmpeg import explain_failure, ffmpeg_exe, run_ffmpeg
+from .ffmpeg import explain_failure, ffmpeg_exe, popen_ffmpeg_pipe, run_ffmpeg
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class FrameWriter:
             ffmpeg_exe(self.settings.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(self.start_s), "-movflags", "+faststart", str(tmp),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._proc = popen_ffmpeg_pipe(cmd)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -227,7 +227,9 @@ def verify_result(path: str | os.PathLike, frames: int, fps: float, audio_s: flo
             f"the merged video has {decoded} frames, the plan has {frames} (a chunk is truncated or missing)",
             "re-render the chunks (the workflow: delete results/<job>/chunks and re-run)",
         )
-    if abs(seconds - frames / fps) > 0.5 / fps:  # a timestamp gap: players repeat a frame
+    # A timestamp gap makes players repeat a frame. (The decoder reports time in steps of
+    # 10 ms, so at high frame rates half a frame is below what it can tell.)
+    if abs(seconds - frames / fps) > max(0.5 / fps, 0.011):
         raise MediaError(
             f"the merged video's {frames} frames span {seconds:.3f} s, not {frames / fps:.3f} s (a timestamp gap between chunks)",
             "re-render the chunks with identical encoder settings",

@@ -2,7 +2,7 @@
 bounded registry of them, and the one function that reads a stream's files from disk.
 
 A stream's files are reached only through a job id this server handed out and a name that
-matches ``STREAM_FILE`` (``index.m3u8`` or ``chunk_NNN/seg_NNNNN.ts``); a segment is served
+matches ``STREAM_FILE`` (``index.m3u8`` or ``chunk_NNN/[retry_N/]seg_NNNNN.ts``); a segment is served
 only once the playlist beside it lists it, so a segment ffmpeg is still writing is never sent.
 While the job runs its stream lives in the job's staging folder (``live_dir``); the
 workbench then moves it to ``<job>/result.files/stream/``, so a read that loses the race
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..stream.segments import SEGMENT_URI
+
 PLAYLIST = "index.m3u8"
-STREAM_FILE = re.compile(r"index\.m3u8|chunk_\d{3}/seg_\d{5}\.ts")
+STREAM_FILE = re.compile(rf"index\.m3u8|{SEGMENT_URI}")
 MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
 IDLE_CANCEL_S = 30.0  # a queued or running job nobody asks about for this long is cancelled
 ACTIVE = ("queued", "running")

@@ -27,7 +27,7 @@ FILE_FIX = (
 WAIT_FIX = "poll the job's status_url until playable is true, then load the playlist"
 NOT_FOUND = {404: "no stream job with this id (unknown, or forgotten after it ended)"}
 FILE_NOT_FOUND = {
-    404: "no such file: unknown job, a name other than index.m3u8 or chunk_NNN/seg_NNNNN.ts, "
+    404: "no such file: unknown job, a name other than index.m3u8 or a segment URI, "
     "a segment the playlist does not list (yet), or a stream that has no segment yet"
 }
 
@@ -96,7 +96,7 @@ def add_stream_routes(app: FastAPI, state: ServerState, requests: dict[str, type
 
     async def stream_file(request: Request) -> Response:
         """A stream's playlist (``index.m3u8``, never cached) or one of its segments
-        (``chunk_NNN/seg_NNNNN.ts``, once listed)."""
+        (``chunk_NNN/[retry_N/]seg_NNNNN.ts``, once listed)."""
         job_id, name = request.path_params["job_id"], request.path_params["name"]
         if not (JOB_ID.fullmatch(job_id) and STREAM_FILE.fullmatch(name)):
             raise HTTPProblem(404, "no such stream file", FILE_FIX)
@@ -132,5 +132,5 @@ def add_stream_routes(app: FastAPI, state: ServerState, requests: dict[str, type
         openapi_extra={"parameters": [
             _id_param("job_id", "the id a stream start returned", f"^{JOB_ID.pattern}$"),
             _id_param("name", "index.m3u8, or a segment URI the playlist lists",
-                      r"^(index\.m3u8|chunk_\d{3}/seg_\d{5}\.ts)$")]},
+                      f"^({STREAM_FILE.pattern})$")]},
     )  # fmt: skip

@@ -112,11 +112,13 @@ async function runStreamJob(p, body, t0, onStatus) {
   p.dataset.streamJob = job.id;
   activeStreams.add(job.status_url);
   let attached = false;
+  let ended = false; // the server says the job is over: nothing to cancel
   try {
     for (;;) {
       const r = await fetch(job.status_url);
       if (!r.ok) throw new Error(await errorMessage(r));
       const s = await r.json();
+      ended = ["done", "failed", "cancelled"].includes(s.state);
       if (!attached && (s.playable || s.state === "done")) {
         attachStream(p, job.playlist_url, t0);
         attached = true;
@@ -131,6 +133,9 @@ async function runStreamJob(p, body, t0, onStatus) {
     }
   } finally {
     activeStreams.delete(job.status_url);
+    // Given up on a job still going (a failed poll, a page error): cancel it rather than
+    // leave it rendering until the server's idle cancel.
+    if (!ended) fetch(job.status_url, { method: "DELETE" }).catch(() => {});
   }
 }
 

@@ -11,24 +11,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from .segments import Segment, read_segment_list
+from ..errors import MediaError
+from ..video import EncoderSettings
+from .segments import (
+    DONE,
+    Segment,
+    StreamTarget,
+    ends_at_cut,
+    keyframe_times,
+    latest_attempt,
+    read_segment_list,
+)
 
 PLAYLIST = "index.m3u8"
 POLL_S = 0.05
 
 
 class StreamPublisher:
-    """Watches ``chunk_dirs`` (in play order); a chunk is complete once its video file (in
-    ``chunk_videos``) exists, which its writer creates only after the last segment closed."""
+    """Watches each chunk's newest attempt (``segments.latest_attempt``), chunks in play order.
+    A segment is listed once ffmpeg closed it at its keyframe cut, or — the chunk's last —
+    once its attempt is done; a segment cut short (its writer died) is never listed. A
+    retry's segments continue the list where the dead attempt's listed ones stopped: the cuts
+    fall on the same frames, and what a player may have fetched stays on disk."""
 
-    def __init__(self, stream_dir: Path, chunk_dirs: list[Path], chunk_videos: list[Path],
-                 keyframe_s: float, on_first: Callable[[Path], None] | None = None):  # fmt: skip
+    def __init__(self, stream_dir: Path, targets: list[StreamTarget], settings: EncoderSettings,
+                 on_first: Callable[[Path], None] | None = None):  # fmt: skip
         self.stream_dir = Path(stream_dir)
         self.playlist = self.stream_dir / PLAYLIST
-        self.chunk_dirs = [Path(d) for d in chunk_dirs]
-        self.chunk_videos = [Path(v) for v in chunk_videos]
-        self.target_s = max(1, math.ceil(keyframe_s))
-        self.keyframe_s = keyframe_s
+        self.chunk_dirs = [Path(t.seg_dir) for t in targets]
+        self.keyframes = [keyframe_times(settings, t) for t in targets]
+        self.fps = settings.fps
+        self.target_s = max(1, math.ceil(settings.keyframe_s))
+        self.keyframe_s = settings.keyframe_s
         self.on_first = on_first
         self.entries: list[tuple[str, Segment, bool]] = []  # (uri, segment, starts a chunk)
         self.ready_ts: list[float] = []  # epoch seconds each entry was listed
@@ -56,15 +70,22 @@ class StreamPublisher:
         """List whatever is newly ready; True once every chunk is fully listed."""
         grew = False
         while self._chunk < len(self.chunk_dirs):
-            complete = self.chunk_videos[self._chunk].exists()  # before reading the list
-            segments = read_segment_list(self.chunk_dirs[self._chunk])
-            for seg in segments[self._taken :]:
-                uri = f"{self.chunk_dirs[self._chunk].name}/{seg.name}"
-                self.entries.append((uri, seg, self._taken == 0 and self._chunk > 0))
+            attempt = latest_attempt(self.chunk_dirs[self._chunk])
+            if attempt is None:
+                break
+            done = (attempt / DONE).exists()  # before reading the list
+            segments = read_segment_list(attempt)
+            for i in range(self._taken, len(segments)):
+                if not done and not ends_at_cut(
+                    segments[i], i, self.keyframes[self._chunk], self.fps
+                ):
+                    break
+                uri = attempt.relative_to(self.stream_dir) / segments[i].name
+                self.entries.append((uri.as_posix(), segments[i], i == 0 and self._chunk > 0))
                 self.ready_ts.append(time.time())
                 self._taken += 1
                 grew = True
-            if not complete:
+            if not done:
                 break
             self._chunk += 1
             self._taken = 0
@@ -83,7 +104,10 @@ class StreamPublisher:
             raise self._error
         if finished:
             if not self.poll():
-                raise RuntimeError("stream: a chunk finished without its segments")
+                raise MediaError(
+                    "streaming: a chunk finished without its segments",
+                    "report this; the non-streamed path (without --stream) is unaffected",
+                )
             self._write(ended=True)
 
     def durations_s(self) -> list[float]:

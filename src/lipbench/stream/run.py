@@ -7,12 +7,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..jobs import OutputNames
 from ..record import StreamInfo, Timings
 from ..video import EncoderSettings
 from .playlist import StreamPublisher
 from .segments import StreamTarget
 from .stall import playback
+
+
+def check_streamable(enc: EncoderSettings) -> None:
+    """Refuse, before any work, encoder settings whose segments cannot rebuild the video."""
+    if enc.tune != "zerolatency":
+        raise InputError(
+            f"streaming needs video.tune: zerolatency (tune {enc.tune} lets x264 use B-frames, whose reordered frames the segment join loses)",
+            "set video.tune: zerolatency, or run without streaming",
+        )
+    if enc.keyframe_s * enc.fps < 1:
+        raise InputError(
+            f"streaming needs video.keyframe_s of at least one frame (got {enc.keyframe_s} s at {enc.fps:g} fps)",
+            "set video.keyframe_s: 1.0",
+        )
 
 
 def stream_target(cfg: dict[str, Any], stage: OutputNames, plan: Any, chunk: Any) -> StreamTarget:
@@ -28,10 +43,7 @@ def stream_target(cfg: dict[str, Any], stage: OutputNames, plan: Any, chunk: Any
 
 def start_publisher(stage: OutputNames, tasks: list[Any], enc: EncoderSettings,
                     on_stream: Callable[[Path], None] | None) -> StreamPublisher:  # fmt: skip
-    return StreamPublisher(
-        stage.side / "stream", [Path(t.stream.seg_dir) for t in tasks],
-        [Path(t.out_path) for t in tasks], enc.keyframe_s, on_stream,
-    ).start()  # fmt: skip
+    return StreamPublisher(stage.side / "stream", [t.stream for t in tasks], enc, on_stream).start()
 
 
 def latency(timings: Timings, origin: tuple[float, str], publisher: StreamPublisher | None,

@@ -1,8 +1,9 @@
 """The replica side of streaming: a chunk's frames → MPEG-TS segments with the chunk's slice
 of the audio, cut at the encoder's keyframes (``EncoderSettings.keyframe_s``), each listed in
-``segments.csv`` by ffmpeg as it closes. On a clean end the segments' video is joined by
-stream copy into the chunk's video-only MP4, so the merge — and so the final MP4 — is made
-from exactly the frames that were streamed."""
+``segments.csv`` by ffmpeg as it closes. Each attempt at a chunk writes into a folder of its
+own (a retry never touches segments a player may already have), and marks it ``done`` once
+ffmpeg has closed the last segment. The segments' video is then joined by stream copy into
+the chunk's video-only MP4, so the final MP4 is made from exactly the frames that streamed."""
 
 from __future__ import annotations
 
@@ -17,12 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path
+from ..audio import SAMPLE_RATE
 from ..errors import MediaError
-from ..ffmpeg import explain_failure, ffmpeg_exe, run_ffmpeg
-from ..video import EncoderSettings
+from ..ffmpeg import explain_failure, ffmpeg_exe, popen_ffmpeg_pipe, run_ffmpeg
+from ..video import EncoderSettings, count_frames
 
 SEGMENT_LIST = "segments.csv"
 SEGMENT_PATTERN = "seg_%05d.ts"
+DONE = "done"  # in an attempt's folder: ffmpeg closed its last segment cleanly
+RETRY_PREFIX = "retry_"  # a retried chunk's attempts: <chunk folder>/retry_1, retry_2, ...
+# every segment URI a playlist can list, relative to the stream folder (the server's filter)
+SEGMENT_URI = r"chunk_\d{3}/(?:retry_\d+/)?seg_\d{5}\.ts"
+# ffmpeg's AAC encoder starts with 1024 samples of priming; the muxer shifts every stream so
+# the audio starts at 0, so the times ffmpeg lists run this much after the video's own.
+AUDIO_LEAD_S = 1024 / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,48 @@ def read_segment_list(seg_dir: str | os.PathLike) -> list[Segment]:
     return done
 
 
+def new_attempt(seg_dir: Path) -> Path:
+    """The folder for a fresh attempt at a chunk: the chunk's own, else the next retry_N."""
+    if not seg_dir.exists():
+        seg_dir.mkdir(parents=True)
+        return seg_dir
+    n = 1
+    while (seg_dir / f"{RETRY_PREFIX}{n}").exists():
+        n += 1
+    (seg_dir / f"{RETRY_PREFIX}{n}").mkdir()
+    return seg_dir / f"{RETRY_PREFIX}{n}"
+
+
+def latest_attempt(seg_dir: Path) -> Path | None:
+    """The folder of the newest attempt at a chunk (None before the first one)."""
+    if not seg_dir.is_dir():
+        return None
+    retries = [int(p.name[len(RETRY_PREFIX) :]) for p in seg_dir.glob(f"{RETRY_PREFIX}*")]
+    return seg_dir / f"{RETRY_PREFIX}{max(retries)}" if retries else seg_dir
+
+
+def keyframe_times(settings: EncoderSettings, target: StreamTarget) -> list[float]:
+    """Chunk-relative times of the chunk's keyframes after its first — where its segments
+    are cut. The same rule as ``EncoderSettings.video_args``: the first frame at or past
+    each whole multiple of keyframe_s of the WHOLE video."""
+    k, start, fps = settings.keyframe_s, target.start_s, settings.fps
+    frames = round(target.duration_s * fps)
+    slot, times = math.floor(start / k + 1e-9) + 1, []
+    while (n := math.ceil((slot * k - start - 1e-4) * fps - 1e-9)) < frames:
+        if n > 0:  # (a slot inside the first frame: that frame is a keyframe anyway)
+            times.append(n / fps)
+        slot += 1
+    return times
+
+
+def ends_at_cut(segment: Segment, index: int, keyframes: list[float], fps: float) -> bool:
+    """Did ffmpeg close segment ``index`` at its keyframe cut (not early, at an end of input)?"""
+    if index >= len(keyframes):
+        return False  # the chunk's last segment: complete only once its attempt is done
+    expected = keyframes[index] + AUDIO_LEAD_S
+    return abs(segment.end_s - expected) <= 0.5 / fps
+
+
 class SegmentWriter:
     """Same interface as ``video.FrameWriter``: BGR frames in; segments out as they close;
     ``video_path`` (video-only MP4 from the segments) appears only after a clean end."""
@@ -73,14 +124,13 @@ class SegmentWriter:
         self.size = (width, height)
         self.settings = settings
         self.target = target
-        self.seg_dir = Path(target.seg_dir)
+        self.keyframes = keyframe_times(settings, target)
+        self.seg_dir = Path(target.seg_dir)  # this attempt's folder, set on entry
         self.frames_written = 0
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> SegmentWriter:
-        if self.seg_dir.exists():  # a retried chunk starts its segments afresh
-            shutil.rmtree(self.seg_dir)
-        self.seg_dir.mkdir(parents=True)
+        self.seg_dir = new_attempt(Path(self.target.seg_dir))
         s, t = self.settings, self.target
         w, h = self.size
         cmd = [
@@ -91,11 +141,11 @@ class SegmentWriter:
             "-c:a", "aac", "-b:a", t.audio_bitrate,
             # the audio is read at once, the video arrives at the render's pace
             "-max_muxing_queue_size", "8192",
-            "-f", "segment", *cut_args(s, t), "-segment_format", "mpegts",
+            "-f", "segment", *cut_args(s.fps, self.keyframes), "-segment_format", "mpegts",
             "-segment_list", str(self.seg_dir / SEGMENT_LIST), "-segment_list_type", "csv",
             str(self.seg_dir / SEGMENT_PATTERN),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._proc = popen_ffmpeg_pipe(cmd)
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -125,21 +175,32 @@ class SegmentWriter:
         if proc.wait() != 0:
             raise explain_failure(err, f"streaming {self.path}")
         segments = read_segment_list(self.seg_dir)
-        if self.frames_written == 0 or not segments:
-            raise MediaError(f"no segments written for {self.path}")
+        cut = [
+            ends_at_cut(seg, i, self.keyframes, self.settings.fps) for i, seg in enumerate(segments)
+        ]
+        if (
+            self.frames_written == 0
+            or len(segments) != len(self.keyframes) + 1
+            or not all(cut[:-1])
+        ):
+            raise MediaError(
+                f"streaming {self.path}: ffmpeg cut {len(segments)} segments, not {len(self.keyframes) + 1} at the keyframes",
+                "set video.tune: zerolatency and a video.keyframe_s of at least one frame",
+            )
+        (self.seg_dir / DONE).touch()
         join_segments([self.seg_dir / s.name for s in segments], self.path, self.settings.ffmpeg)
+        if (joined := count_frames(self.path)[0]) != self.frames_written:
+            self.path.unlink()
+            raise MediaError(
+                f"streaming {self.path}: the joined segments hold {joined} frames, {self.frames_written} were rendered",
+                "set video.tune: zerolatency (reordered B-frames do not survive the join)",
+            )
         return False
 
 
-def cut_args(settings: EncoderSettings, target: StreamTarget) -> list[str]:
-    """Cut where the whole video's keyframe slots fall inside this chunk (see
-    ``EncoderSettings.video_args``): half a frame early, so rounding never skips a keyframe."""
-    k, start = settings.keyframe_s, target.start_s
-    slot = math.floor(start / k + 1e-9) + 1
-    cuts = []
-    while slot * k - start < target.duration_s - 0.5 / settings.fps:
-        cuts.append(f"{slot * k - start - 0.5 / settings.fps:.6f}")
-        slot += 1
+def cut_args(fps: float, keyframes: list[float]) -> list[str]:
+    """ffmpeg's cut times: half a frame before each keyframe, so rounding never skips one."""
+    cuts = [f"{t - 0.5 / fps:.6f}" for t in keyframes]
     return ["-segment_times", ",".join(cuts)] if cuts else ["-segment_time", "86400"]
 
 
