@@ -24,6 +24,7 @@ from lipbench.bench import costmodel, grid, notebook, speech, stats, summary
 from lipbench.bench.results import BENCH_MARKER, COLUMNS, PAIR_COLUMNS, load_runs, sidecar_paths
 from lipbench.errors import InputError
 from lipbench.jobs import cpu_cores
+from lipbench.keyframes import Keyframes
 from lipbench.plan import (
     SEED_RULE_TEXT,
     MeasuredCost,
@@ -32,6 +33,8 @@ from lipbench.plan import (
     planned_chunks,
     seed_rule_range,
 )
+
+EVERY_SECOND = Keyframes(25, 1.0)
 
 
 # --- the grid -----------------------------------------------------------------------------
@@ -242,8 +245,8 @@ def test_predicted_latency_of_a_configuration():
     # COST at 25 fps, 250 frames, 1 s segments; no start-up measured: the fixed 0.5 s stands in.
     # Sequential at 10 frames/s: segments ready at 0.5 + 2.5 k → ends 26.5 → waits 16.5 s.
     seq = grid.RunConfig(10.0, "sequential", 1, ("gan",))
-    assert costmodel.predicted_latency(COST, seq, 25, 1.0) == pytest.approx(16.5)
-    assert costmodel.predicted_latency(None, seq, 25, 1.0) is None
+    assert costmodel.predicted_latency(COST, seq, EVERY_SECOND) == pytest.approx(16.5)
+    assert costmodel.predicted_latency(None, seq, EVERY_SECOND) is None
 
 
 def test_measured_policy_reads_the_published_cost_model(tmp_path, make_config):

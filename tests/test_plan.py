@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lipbench.errors import InputError
+from lipbench.keyframes import Keyframes
 from lipbench.plan import (
     MeasuredCost,
     Plan,
@@ -21,6 +22,8 @@ from lipbench.plan import (
     planned_chunks,
     write_chunk_wavs,
 )
+
+EVERY_SECOND = Keyframes(25, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -115,12 +118,12 @@ def test_latency_and_throughput_pick_differently_on_a_slow_cpu():
     (k = 1…10): first at 3.0, the last at 25.5, playback ends 26.5 → waits 16.5 s in all.
     Parallel's chunk 1 is ready at 0.5 + 25 k / 6 (first 4.67 s, last 21.33 s) and its chunk 2
     only plays after it: ends 22.33 + 5 = 27.33 → waits 17.33 s."""
-    seq = SLOW.predict_playback(250, 1, 2, 25, 1.0)
-    par = SLOW.predict_playback(250, 2, 2, 25, 1.0)
+    seq = SLOW.predict_playback(250, 1, 2, EVERY_SECOND)
+    par = SLOW.predict_playback(250, 2, 2, EVERY_SECOND)
     assert (seq.first_playable_s, seq.stall_s, seq.ends_s) == pytest.approx((3.0, 13.5, 26.5))
     assert (par.first_playable_s, par.latency_s) == pytest.approx((0.5 + 25 / 6, 17.0 + 1 / 3))
     assert SLOW.best_chunks(250, 2, 2) == 2  # throughput: 21.8 s < 26 s
-    assert SLOW.best_chunks(250, 2, 2, "latency", 25, 1.0) == 1  # latency: 16.5 s < 17.3 s
+    assert SLOW.best_chunks(250, 2, 2, "latency", EVERY_SECOND) == 1  # latency: 16.5 s < 17.3 s
 
 
 def test_latency_may_cut_more_chunks_than_replicas():
@@ -131,10 +134,10 @@ def test_latency_may_cut_more_chunks_than_replicas():
     → 6, 11, 12, 13, 16, 21, 22, 23 → waits 15 s."""
     cost = MeasuredCost("cpu", 2, {2: 8.0}, {2: 5.0}, {"sequential": 0.0, "parallel": 0.0},
                         startup_s={"sequential": 0.0, "parallel": 0.0})  # fmt: skip
-    assert [cost.predict_playback(200, n, 2, 25, 1.0).latency_s for n in (1, 2, 4)] == pytest.approx([18.0, 17.0, 15.0])  # fmt: skip
-    assert cost.best_chunks(200, 2, 4, "latency", 25, 1.0) == 4
-    assert cost.best_chunks(200, 2, 4, "latency", 25, 1.0) != cost.best_chunks(200, 2, 4)
-    assert cost.best_chunks(200, 1, 4, "latency", 25, 1.0) == 1  # one replica: nothing to gain
+    assert [cost.predict_playback(200, n, 2, EVERY_SECOND).latency_s for n in (1, 2, 4)] == pytest.approx([18.0, 17.0, 15.0])  # fmt: skip
+    assert cost.best_chunks(200, 2, 4, "latency", EVERY_SECOND) == 4
+    assert cost.best_chunks(200, 2, 4, "latency", EVERY_SECOND) != cost.best_chunks(200, 2, 4)
+    assert cost.best_chunks(200, 1, 4, "latency", EVERY_SECOND) == 1  # one replica: nothing to gain
 
 
 def test_a_fast_renderer_streams_best_from_one_replica():
@@ -143,17 +146,20 @@ def test_a_fast_renderer_streams_best_from_one_replica():
     replicas at 30 each at 0.5 + 25 / 30 = 1.33 s — though two finish sooner (5.2 vs 6 s)."""
     cost = MeasuredCost("gpu", 2, {2: 50.0}, {2: 30.0}, {"sequential": 1.0, "parallel": 1.0},
                         startup_s={"sequential": 0.5, "parallel": 0.5})  # fmt: skip
-    seq, par = (cost.predict_playback(250, n, 2, 25, 1.0) for n in (1, 2))
+    seq, par = (cost.predict_playback(250, n, 2, EVERY_SECOND) for n in (1, 2))
     assert (seq.first_playable_s, seq.stall_s) == pytest.approx((1.0, 0.0))
     assert (par.first_playable_s, par.stall_s) == pytest.approx((0.5 + 25 / 30, 0.0))
-    assert cost.best_chunks(250, 2, 4) == 2 and cost.best_chunks(250, 2, 4, "latency", 25, 1.0) == 1
+    assert (
+        cost.best_chunks(250, 2, 4) == 2
+        and cost.best_chunks(250, 2, 4, "latency", EVERY_SECOND) == 1
+    )
 
 
 def test_an_old_cost_model_without_startup_uses_its_fixed_costs():
     old = MeasuredCost.from_dict({k: v for k, v in SLOW.to_dict().items() if k != "startup_s"})
     assert old.startup_s == {}
     # the whole fixed cost (1.0 s) stands in for the start-up: 1.0 + 25 / 10
-    assert old.predict_playback(250, 1, 2, 25, 1.0).first_playable_s == pytest.approx(3.5)
+    assert old.predict_playback(250, 1, 2, EVERY_SECOND).first_playable_s == pytest.approx(3.5)
     assert MeasuredCost.from_dict(SLOW.to_dict()) == SLOW
     with pytest.raises(InputError, match="unknown plan objective"):
         SLOW.best_chunks(250, 2, 2, "speed")

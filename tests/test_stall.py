@@ -7,12 +7,10 @@ import math
 
 import pytest
 
-from lipbench.stream.stall import (
-    playback,
-    segment_bounds,
-    segment_schedule,
-    stall_seconds,
-)
+from lipbench.keyframes import Keyframes
+from lipbench.stream.stall import playback, segment_schedule, stall_seconds
+
+EVERY_SECOND = Keyframes(25, 1.0)
 
 
 def test_all_ready_before_playback_needs_them_never_stalls():
@@ -69,20 +67,10 @@ def test_bad_input_raises(ready, durations, match):
 
 
 # --- predicted ready times -----------------------------------------------------------------
-def test_segment_bounds_follow_the_forced_keyframes():
-    assert segment_bounds(60, 25, 1.0) == [0, 25, 50, 60]
-    assert segment_bounds(10, 25, 1.0) == [0, 10]  # shorter than one segment
-    assert segment_bounds(50, 25, 1.0) == [0, 25, 50]  # no empty last segment
-    # 0.5 s at 25 fps: keyframes at the first frame with t ≥ 0.5 (frame 13), t ≥ 1.0 (frame 25)
-    assert segment_bounds(30, 25, 0.5) == [0, 13, 25, 30]
-    with pytest.raises(ValueError):
-        segment_bounds(0, 25, 1.0)
-
-
 def test_sequential_streams_from_its_first_segment():
     # 100 frames on one replica at 20 frames/s from 0.5 s: segments of 25 frames ready at
     # 1.75, 3.0, 4.25, 5.5; each plays 1 s, so each later one waits 0.25 s
-    ready, durations = segment_schedule([100], 1, 20.0, 25, 1.0, start_s=0.5)
+    ready, durations = segment_schedule([100], 1, 20.0, EVERY_SECOND, start_s=0.5)
     assert ready == pytest.approx([1.75, 3.0, 4.25, 5.5]) and durations == [1.0] * 4
     p = playback(ready, durations)
     assert (p.first_playable_s, p.stall_s, p.latency_s) == pytest.approx((1.75, 0.75, 2.5))
@@ -91,7 +79,7 @@ def test_sequential_streams_from_its_first_segment():
 def test_parallel_chunk_two_helps_only_after_chunk_one_has_played():
     # 2 chunks of 50 frames, 2 replicas at 10 frames/s each from 1 s: both chunks' segments
     # are ready at 3.5 and 6.0; chunk 2's are ready before they are needed
-    ready, durations = segment_schedule([50, 50], 2, 10.0, 25, 1.0, start_s=1.0)
+    ready, durations = segment_schedule([50, 50], 2, 10.0, EVERY_SECOND, start_s=1.0)
     assert ready == pytest.approx([3.5, 6.0, 3.5, 6.0])
     p = playback(ready, durations)
     assert (p.first_playable_s, p.stall_s, p.ends_s) == pytest.approx((3.5, 1.5, 9.0))
@@ -101,7 +89,7 @@ def test_each_replica_renders_its_chunks_in_play_order():
     # chunks 20, 60, 40 frames on 2 replicas at 10 frames/s: replica 0 renders chunk 0 (0–2 s)
     # then chunk 2 (2–6 s); replica 1 renders chunk 1 (0–6 s). Segments are cut on the whole
     # video's seconds: chunk 1 (frames 20–79) at frames 25, 50, 75; chunk 2 (80–119) at 100.
-    ready, durations = segment_schedule([20, 60, 40], 2, 10.0, 25, 1.0)
+    ready, durations = segment_schedule([20, 60, 40], 2, 10.0, EVERY_SECOND)
     assert ready[0] == pytest.approx(2.0) and durations[0] == pytest.approx(0.8)
     assert ready[1:5] == pytest.approx([0.5, 3.0, 5.5, 6.0])  # chunk 1: 5, 25, 25, 5 frames
     assert durations[1:5] == pytest.approx([0.2, 1.0, 1.0, 0.2])
@@ -109,12 +97,18 @@ def test_each_replica_renders_its_chunks_in_play_order():
     assert sum(durations) == pytest.approx(120 / 25)
 
 
-def test_segment_bounds_of_a_chunk_inside_the_video():
-    assert segment_bounds(60, 25, 1.0, first_frame=35) == [0, 15, 40, 60]  # cuts at 50, 75
-    assert segment_bounds(10, 25, 1.0, first_frame=20) == [0, 5, 10]  # crosses 1 s at 25
+def test_an_early_keyframe_makes_the_first_segment_ready_sooner():
+    # 100 frames at 20 frames/s from 0.5 s with a keyframe at 0.5 s (frame 13): the first
+    # segment (13 frames) is ready at 1.15 s instead of 1.75 s; it plays 0.52 s, then segment
+    # 2 (frames 13–24) is needed at 1.67 but ready at 1.75: 0.08 s of stall
+    ready, durations = segment_schedule([100], 1, 20.0, Keyframes(25, 1.0, 0.5), start_s=0.5)
+    assert ready == pytest.approx([1.15, 1.75, 3.0, 4.25, 5.5])
+    assert durations == pytest.approx([0.52, 0.48, 1.0, 1.0, 1.0])
+    p = playback(ready, durations)
+    assert (p.first_playable_s, p.stall_s) == pytest.approx((1.15, 1.35))
 
 
 def test_bad_schedules_raise():
     for args in (([], 1, 10.0), ([10, 0], 2, 10.0), ([10], 0, 10.0), ([10], 1, 0.0)):
         with pytest.raises(ValueError):
-            segment_schedule(*args, fps=25, segment_s=1.0)
+            segment_schedule(*args, keyframes=EVERY_SECOND)

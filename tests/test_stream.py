@@ -19,15 +19,15 @@ import soundfile as sf
 from helpers import run_cli
 
 from lipbench import video
-from lipbench.errors import InputError, MediaError
+from lipbench.errors import InputError
 from lipbench.stream.playlist import StreamPublisher
-from lipbench.stream.run import check_streamable
 from lipbench.stream.segments import (
     AUDIO_LEAD_S,
     DONE,
     SEGMENT_LIST,
     SegmentWriter,
     StreamTarget,
+    check_streamable,
     latest_attempt,
     read_segment_list,
 )
@@ -69,7 +69,7 @@ def test_segment_writer_cuts_at_keyframes_and_equals_a_plain_encode(tmp_path):
         assert video.probe(tmp_path / "seg" / s.name).has_audio
     assert video.count_frames(tmp_path / "chunk.mp4")[0] == 60
     assert not video.probe(tmp_path / "chunk.mp4").has_audio  # video only, like a plain chunk
-    video.encode_frames(frames, tmp_path / "plain.mp4", ENC)
+    video.encode_frames(frames, tmp_path / "plain.mp4", ENC, first_frame=25)  # the same piece
     assert _max_diff(tmp_path / "chunk.mp4", tmp_path / "plain.mp4") <= 1
 
 
@@ -103,7 +103,9 @@ def _publisher(
     for i, d in enumerate(durations):
         targets.append(StreamTarget(str(root / "stream" / f"chunk_{i:03d}"), "a.wav", start, d))
         start += d
-    pub = StreamPublisher(root / "stream", targets, ENC, seen.append if seen is not None else None)
+    every_second = video.EncoderSettings(fps=25.0, first_segment_s=0.0)  # cuts at whole seconds
+    announce = seen.append if seen is not None else None
+    pub = StreamPublisher(root / "stream", targets, every_second, announce)
     pub.stream_dir.mkdir(parents=True)
     return pub
 
@@ -214,7 +216,8 @@ def test_a_killed_writer_takes_its_ffmpeg_along(tmp_path):
         pytest.fail("ffmpeg outlived the process that fed it")
     time.sleep(0.3)
     segs = read_segment_list(tmp_path / "seg")
-    assert [s.name for s in segs] == ["seg_00000.ts"]  # only the segment closed at its cut
+    # only the segments closed at their cuts (0.52 s, 1 s), not the open one
+    assert [s.name for s in segs] == ["seg_00000.ts", "seg_00001.ts"]
     assert not (tmp_path / "seg" / DONE).exists() and not (tmp_path / "c.mp4").exists()
 
 
@@ -233,17 +236,13 @@ def test_streaming_refuses_b_frame_tunes_before_any_work():
     check_streamable(video.EncoderSettings())
 
 
-def test_a_join_that_loses_frames_is_refused(tmp_path):
-    """The writer's own check (the safety net behind check_streamable): with B-frames the
-    joined video decodes to fewer frames than were rendered, and no chunk video is left."""
-    wav = _wav(tmp_path / "a.wav", 3.0)
-    enc = video.EncoderSettings(fps=25.0, tune="none")
-    target = StreamTarget(str(tmp_path / "seg"), str(wav), 0.0, 2.0)
-    with pytest.raises(MediaError, match="joined segments hold 48 frames, 50 were rendered"):
-        with SegmentWriter(tmp_path / "c.mp4", 64, 48, enc, target) as w:
-            for f in _frames(50):
-                w.write(f)
-    assert not (tmp_path / "c.mp4").exists()
+def test_a_segment_writer_refuses_b_frames_too(tmp_path):
+    """The writer's own guard (for callers other than the pipeline): with B-frames the joined
+    segments would decode to fewer frames than were rendered."""
+    target = StreamTarget(str(tmp_path / "seg"), str(_wav(tmp_path / "a.wav", 1.0)), 0.0, 1.0)
+    with pytest.raises(InputError, match="video.tune: zerolatency"):
+        SegmentWriter(tmp_path / "c.mp4", 64, 48, video.EncoderSettings(tune="none"), target)
+    assert not (tmp_path / "seg").exists()
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "parallel"])
@@ -332,9 +331,11 @@ def test_cli_stream_prints_the_playlist_before_the_result(config_file, speech_wa
     assert any(ln.startswith("stream: ") for ln in lines)
 
 
-@pytest.mark.parametrize(("start_s", "expected"), [(0.0, [25, 25, 10]), (1.4, [15, 25, 20])])
+@pytest.mark.parametrize(("start_s", "expected"), [(0.0, [13, 12, 25, 10]), (1.4, [15, 25, 20])])
 def test_segments_fall_on_the_whole_videos_seconds(tmp_path, start_s, expected):
-    """A chunk starting at 1.4 s cuts at 2 s, 3 s … of the whole video, like a sequential run."""
+    """A chunk starting at 1.4 s cuts at 2 s, 3 s … of the whole video, like a sequential run;
+    the video's start also has a keyframe at 0.5 s (``video.first_segment_s``), so its first
+    segment plays sooner."""
     wav = _wav(tmp_path / "a.wav", 5.0)
     target = StreamTarget(str(tmp_path / "seg"), str(wav), start_s=start_s, duration_s=2.4)
     with SegmentWriter(tmp_path / "c.mp4", 64, 48, ENC, target) as w:

@@ -63,16 +63,21 @@ def test_odd_frame_size_is_cropped_to_even(tmp_path):
     assert (info.width, info.height) == (80, 62)
 
 
-def test_verify_result_refuses_a_timestamp_gap(tmp_path):
-    """All frames present but one shifted by two frame times: a player would hold a frame."""
-    video.encode_frames(_frames(20), tmp_path / "ok.mp4", video.EncoderSettings(fps=25))
+@pytest.mark.parametrize("fps", [25, 120])
+def test_verify_result_refuses_a_timestamp_gap(tmp_path, fps):
+    """All frames present but the second half shifted by one frame time: a player would hold
+    a frame. At 120 fps a frame is 8 ms, finer than ffmpeg's 10 ms progress report."""
+    video.encode_frames(_frames(20), tmp_path / "ok.mp4", video.EncoderSettings(fps=fps))
     from lipbench.ffmpeg import run_ffmpeg
 
+    seconds = 20 / fps
+    write_wav16k(tmp_path / "x.wav", np.zeros(int(seconds * 16000)))
+    video.mux_audio(tmp_path / "ok.mp4", tmp_path / "x.wav", tmp_path / "fine.mp4")
+    video.verify_result(tmp_path / "fine.mp4", 20, float(fps), seconds)  # no gap: accepted
     run_ffmpeg(["-i", tmp_path / "ok.mp4", "-c", "copy",
-                "-bsf:v", "setts=ts=if(gte(N\\,10)\\,TS+7200\\,TS)", tmp_path / "gap.mp4"],
+                "-bsf:v", "setts=ts=if(gte(N\\,10)\\,TS+DURATION\\,TS)", tmp_path / "gap.mp4"],
                what="making a gap")  # fmt: skip
-    write_wav16k(tmp_path / "x.wav", np.zeros(int(0.8 * 16000)))
     video.mux_audio(tmp_path / "gap.mp4", tmp_path / "x.wav", tmp_path / "r.mp4")
     assert video.count_frames(tmp_path / "r.mp4")[0] == 20
     with pytest.raises(MediaError, match="timestamp gap"):
-        video.verify_result(tmp_path / "r.mp4", 20, 25.0, 0.8)
+        video.verify_result(tmp_path / "r.mp4", 20, float(fps), seconds)

@@ -124,7 +124,7 @@ def render_chunk(
     writer_cm = (
         SegmentWriter(out_path, w, h, encoder, stream)
         if stream
-        else FrameWriter(out_path, w, h, encoder, start / job.fps)
+        else FrameWriter(out_path, w, h, encoder, start)
     )
     with writer_cm as writer:
         for frame in renderer.render(job, start, end):

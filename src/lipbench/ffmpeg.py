@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -74,30 +75,39 @@ def run_ffmpeg(
         raise explain_failure(proc.stderr, what)
 
 
-def _load_prctl() -> Callable[[], None] | None:
-    """Linux: a child hook that asks for SIGKILL when the parent dies (PR_SET_PDEATHSIG)."""
+def _load_prctl() -> Callable[[int, int, int, int, int], int] | None:
+    """Linux's prctl, loaded here in the parent: the hook below runs between fork and exec,
+    where nothing may be imported."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    pr_set_pdeathsig = 1
-
-    def die_with_parent() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-    return die_with_parent
 
 
-# Loaded here, in the parent: the hook runs between fork and exec, where nothing may be imported.
-_DIE_WITH_PARENT = _load_prctl()
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A child hook: SIGKILL when ``parent`` dies (PR_SET_PDEATHSIG); if it died before the
+    hook ran, exit at once (the signal would never come)."""
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def hook() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(1)
+
+    return hook
 
 
 def popen_ffmpeg_pipe(cmd: list[str]) -> subprocess.Popen:
     """ffmpeg reading frames from our stdin. If this process is killed (a replica SIGKILLed
     mid-chunk), ffmpeg is killed too: left alone it would read EOF and close the output as
-    if the chunk had ended — a short last segment that looks complete."""
+    if the chunk had ended — a short last segment that looks complete. (The hook costs a
+    full fork instead of vfork, ~25 ms per chunk in a torch-sized process, measured.)"""
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_DIE_WITH_PARENT)  # fmt: skip
+                            preexec_fn=_die_with(os.getpid()))  # fmt: skip

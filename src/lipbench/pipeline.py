@@ -43,7 +43,8 @@ from .plan import plan_from_config
 from .pool import ChunkTask, ReplicaPool
 from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
 from .stream.playlist import PLAYLIST
-from .stream.run import check_streamable, latency, start_publisher, stream_target
+from .stream.run import latency, start_publisher, stream_target
+from .stream.segments import check_streamable
 from .video import EncoderSettings, merge_chunks
 
 log = logging.getLogger("lipbench.pipeline")

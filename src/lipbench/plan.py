@@ -18,7 +18,9 @@ import numpy as np
 from .atomic import write_text_atomic
 from .audio import SAMPLE_RATE
 from .errors import InputError
+from .keyframes import Keyframes
 from .stream.stall import Playback, playback, segment_schedule
+from .video import EncoderSettings
 
 FRAME_RULE = (
     "frames = max(1, round(duration_s * fps)); frame i uses the 16-frame mel window starting at "
@@ -119,10 +121,10 @@ class MeasuredCost:
         return busiest / rate + over
 
     def predict_playback(
-        self, frames: int, n_chunks: int, replicas: int, fps: float, segment_s: float,
+        self, frames: int, n_chunks: int, replicas: int, keyframes: Keyframes,
         chunk_frames: list[int] | None = None,
     ) -> Playback | None:  # fmt: skip
-        """A streamed job's playback from the job's start: segments of ``segment_s`` cut in
+        """A streamed job's playback from the job's start: segments cut at ``keyframes`` in
         every chunk, ready as the plan's replicas render them (sequential streams from its
         first segment; a parallel plan's chunk 2 helps only once chunk 1 has played)."""
         kind, rate, k = self._rate(n_chunks, replicas)
@@ -130,12 +132,12 @@ class MeasuredCost:
         if not rate or start is None:
             return None
         sizes = chunk_frames or even_split(frames, n_chunks)
-        ready, durations = segment_schedule(sizes, k, rate, fps, segment_s, start)
+        ready, durations = segment_schedule(sizes, k, rate, keyframes, start)
         return playback(ready, durations)
 
     def best_chunks(
         self, frames: int, replicas: int, max_chunks: int, objective: str = "throughput",
-        fps: float = 25.0, segment_s: float = 1.0,
+        keyframes: Keyframes | None = None,
     ) -> int:  # fmt: skip
         """The chunk count with the lowest predicted cost: total time (``throughput``; at most
         one chunk per replica) or first playable + stall (``latency``; any count up to
@@ -148,7 +150,7 @@ class MeasuredCost:
         def cost(n: int) -> float | None:
             if objective == "throughput":
                 return self.predict_s(frames, n, replicas)
-            played = self.predict_playback(frames, n, replicas, fps, segment_s)
+            played = self.predict_playback(frames, n, replicas, keyframes or Keyframes(25.0))
             return None if played is None else played.latency_s
 
         top = min(max_chunks, replicas) if objective == "throughput" else max_chunks
@@ -230,8 +232,8 @@ def planned_chunks(
         cost = cost or load_measured_cost(cfg)
         fps = float(cfg["fps"])
         frames = frame_count(round(duration_s * SAMPLE_RATE), fps)
-        segment_s = float(cfg["video"]["keyframe_s"])
-        n = cost.best_chunks(frames, replicas, p["max_chunks"], objective, fps, segment_s)
+        keyframes = EncoderSettings.from_config(cfg).keyframes
+        n = cost.best_chunks(frames, replicas, p["max_chunks"], objective, keyframes)
         return n, "measured" if objective == "throughput" else "measured latency"
     if objective == "latency":
         raise InputError(

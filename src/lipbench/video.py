@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ import numpy as np
 from .atomic import atomic_path, write_text_atomic
 from .errors import MediaError
 from .ffmpeg import explain_failure, ffmpeg_exe, popen_ffmpeg_pipe, run_ffmpeg
+from .keyframes import Keyframes
 
 
 @dataclass(frozen=True)
@@ -27,25 +27,26 @@ class EncoderSettings:
     crf: int = 18
     preset: str = "veryfast"
     ffmpeg: str = "auto"
-    # A keyframe every keyframe_s seconds, streamed or not: a streamed run's segments are cut
-    # there, and the same GOP everywhere keeps a streamed result frame-equal to a plain one.
+    # Keyframes (see ``keyframes.Keyframes``) every keyframe_s seconds of the whole video plus
+    # one at first_segment_s, streamed or not: a streamed run's segments are cut there, and the
+    # same GOPs everywhere keep a streamed result frame-equal to a plain one.
     keyframe_s: float = 1.0
+    first_segment_s: float = 0.5
     # "zerolatency": x264 emits each frame as it arrives (no lookahead, no B-frames), so a
     # segment is ready as soon as its last frame is rendered (17 frames sooner, measured)
     tune: str = "zerolatency"
 
-    def video_args(self, start_s: float = 0.0) -> list[str]:
-        """``start_s``: where this piece starts in the whole video; keyframes fall on whole
-        multiples of keyframe_s of the WHOLE video (plus the piece's first frame), so a
-        chunk's segments line up with a sequential run's."""
+    @property
+    def keyframes(self) -> Keyframes:
+        return Keyframes(self.fps, self.keyframe_s, self.first_segment_s)
+
+    def video_args(self, first_frame: int = 0) -> list[str]:
+        """``first_frame``: where this piece starts in the whole video (its keyframes follow
+        the whole video's, so a chunk's segments line up with a sequential run's)."""
         tune = [] if self.tune == "none" else ["-tune", self.tune]
-        k = self.keyframe_s
-        first_slot = math.floor(start_s / k + 1e-9)
-        # (+0.1 ms: a frame exactly on a slot must not miss it by float rounding)
-        keyframes = f"expr:if(eq(n,0),1,gte(t+{start_s + 1e-4:.6f},({first_slot}+n_forced)*{k:g}))"
         return [
             "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), *tune,
-            "-force_key_frames", keyframes,
+            "-force_key_frames", self.keyframes.ffmpeg_expr(first_frame),
             "-pix_fmt", "yuv420p",
             # yuv420p needs even sizes; crop one pixel off an odd edge rather than fail.
             "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
@@ -56,7 +57,8 @@ class EncoderSettings:
     def from_config(cls, cfg: dict) -> EncoderSettings:
         v = cfg["video"]
         return cls(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"], ffmpeg=v["ffmpeg"],
-                   keyframe_s=float(v["keyframe_s"]), tune=v["tune"])  # fmt: skip
+                   keyframe_s=float(v["keyframe_s"]), first_segment_s=float(v["first_segment_s"]),
+                   tune=v["tune"])  # fmt: skip
 
     def raw_input_args(self, width: int, height: int) -> list[str]:
         """ffmpeg's input options for BGR frames on stdin."""
@@ -71,9 +73,9 @@ class FrameWriter:
     and ffmpeg exited cleanly."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, settings: EncoderSettings,
-                 start_s: float = 0.0):  # fmt: skip
+                 first_frame: int = 0):  # fmt: skip
         self.path = Path(path)
-        self.start_s = start_s
+        self.first_frame = first_frame  # in the whole video
         self.size = (width, height)
         self.settings = settings
         self.frames_written = 0
@@ -85,7 +87,7 @@ class FrameWriter:
         w, h = self.size
         cmd = [
             ffmpeg_exe(self.settings.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-            *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(self.start_s), "-movflags", "+faststart", str(tmp),
+            *self.settings.raw_input_args(w, h), "-an", *self.settings.video_args(self.first_frame), "-movflags", "+faststart", str(tmp),
         ]  # fmt: skip
         self._proc = popen_ffmpeg_pipe(cmd)
         return self
@@ -128,12 +130,14 @@ class FrameWriter:
 
 
 def encode_frames(
-    frames: Iterable[np.ndarray], path: str | os.PathLike, settings: EncoderSettings
-) -> int:
-    """Encode an iterable of same-sized BGR frames; returns the frame count."""
+    frames: Iterable[np.ndarray], path: str | os.PathLike, settings: EncoderSettings,
+    first_frame: int = 0,
+) -> int:  # fmt: skip
+    """Encode an iterable of same-sized BGR frames (frame ``first_frame`` of a whole video
+    onwards: its keyframes are the whole video's); returns the frame count."""
     it = iter(frames)
     first = next(it)
-    with FrameWriter(path, first.shape[1], first.shape[0], settings) as w:
+    with FrameWriter(path, first.shape[1], first.shape[0], settings, first_frame) as w:
         w.write(first)
         for f in it:
             w.write(f)
@@ -217,21 +221,38 @@ def stream_seconds(path: str | os.PathLike, stream: str, ffmpeg: str = "auto") -
     return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
+def video_pts(path: str | os.PathLike, ffmpeg: str = "auto") -> list[float]:
+    """Every video packet's presentation time in seconds, in presentation order: the
+    packets are read (ffmpeg's framecrc), nothing is decoded, nothing rounded to 10 ms."""
+    proc = subprocess.run(
+        [ffmpeg_exe(ffmpeg), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
+         "-c", "copy", "-f", "framecrc", "-"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    tb = re.search(r"^#tb 0: (\d+)/(\d+)$", proc.stdout, flags=re.M)
+    if proc.returncode != 0 or tb is None:
+        raise explain_failure(proc.stderr, f"reading the video packets of {path}")
+    unit = int(tb[1]) / int(tb[2])
+    rows = [ln.split(",") for ln in proc.stdout.splitlines() if ln and not ln.startswith("#")]
+    return sorted(int(r[2]) * unit for r in rows)
+
+
 def verify_result(path: str | os.PathLike, frames: int, fps: float, audio_s: float,
                   ffmpeg: str = "auto") -> None:  # fmt: skip
     """A final MP4 must decode to exactly ``frames`` frames and carry audio as long as the
     WAV it was made from (within one frame); otherwise MediaError and nothing is published."""
-    decoded, seconds = count_frames(path)
+    decoded, _ = count_frames(path)
     if decoded != frames:
         raise MediaError(
             f"the merged video has {decoded} frames, the plan has {frames} (a chunk is truncated or missing)",
             "re-render the chunks (the workflow: delete results/<job>/chunks and re-run)",
         )
-    # A timestamp gap makes players repeat a frame. (The decoder reports time in steps of
-    # 10 ms, so at high frame rates half a frame is below what it can tell.)
-    if abs(seconds - frames / fps) > max(0.5 / fps, 0.011):
+    # A timestamp gap makes players repeat a frame: every step between frames must be one.
+    pts = video_pts(path, ffmpeg)
+    steps = [b - a for a, b in zip(pts, pts[1:], strict=False)]
+    if steps and not 0.5 / fps < min(steps) <= max(steps) < 1.5 / fps:
         raise MediaError(
-            f"the merged video's {frames} frames span {seconds:.3f} s, not {frames / fps:.3f} s (a timestamp gap between chunks)",
+            f"the merged video's frames are {min(steps):.4f}–{max(steps):.4f} s apart, not {1 / fps:.4f} s (a timestamp gap between chunks)",
             "re-render the chunks with identical encoder settings",
         )
     got_audio = stream_seconds(path, "a", ffmpeg)

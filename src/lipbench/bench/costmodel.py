@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..keyframes import Keyframes
 from ..plan import MeasuredCost
 from .grid import Comparison, RunConfig
 from .stats import Interval
@@ -137,16 +138,14 @@ def predicted_speedup(
 
 
 def predicted_latency(
-    cost: MeasuredCost | None, rc: RunConfig, fps: float, segment_s: float,
+    cost: MeasuredCost | None, rc: RunConfig, keyframes: Keyframes,
     chunk_frames: list[int] | None = None,
 ) -> float | None:  # fmt: skip
     """Predicted first playable + stall (s from the job start) of one streamed configuration."""
     if cost is None:
         return None
-    frames = sum(chunk_frames) if chunk_frames else max(1, round(rc.duration_s * fps))
-    played = cost.predict_playback(
-        frames, rc.n_chunks, len(rc.models), fps, segment_s, chunk_frames
-    )
+    frames = sum(chunk_frames) if chunk_frames else max(1, round(rc.duration_s * keyframes.fps))
+    played = cost.predict_playback(frames, rc.n_chunks, len(rc.models), keyframes, chunk_frames)
     return None if played is None else round(played.latency_s, 4)
 
 

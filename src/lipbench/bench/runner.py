@@ -28,6 +28,7 @@ from typing import Any
 from ..config import load_config
 from ..pipeline import Workbench
 from ..plan import measured_cost_path
+from ..video import EncoderSettings
 from .contamination import Contamination, describe_busy, watch
 from .costmodel import (
     CostMeasurement,
@@ -212,14 +213,15 @@ def run_bench(
             result.cost = runner.cost_model()
         else:
             result.cost = CostReport([], None, grid.cost_clip_s, "no comparison was measurable, so it was skipped")  # fmt: skip
-        fps, segment_s = float(cfg["fps"]), float(cfg["video"]["keyframe_s"])
+        keyframes = EncoderSettings.from_config(cfg).keyframes
+        fps = keyframes.fps
         for m in measured:
             m.predicted = predicted_speedup(result.cost.cost, m.comparison, fps, m.chunk_frames)
             if grid.stream:
                 whole = [sum(m.chunk_frames)] if m.chunk_frames else None
                 m.predicted_latency = {
-                    "sequential": predicted_latency(result.cost.cost, m.comparison.sequential, fps, segment_s, whole),
-                    "parallel": predicted_latency(result.cost.cost, m.comparison.parallel, fps, segment_s, m.chunk_frames),
+                    "sequential": predicted_latency(result.cost.cost, m.comparison.sequential, keyframes, whole),
+                    "parallel": predicted_latency(result.cost.cost, m.comparison.parallel, keyframes, m.chunk_frames),
                 }  # fmt: skip
     finally:
         if own:

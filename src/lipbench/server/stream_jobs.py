@@ -23,7 +23,7 @@ from typing import Any
 from ..stream.segments import SEGMENT_URI
 
 PLAYLIST = "index.m3u8"
-STREAM_FILE = re.compile(rf"index\.m3u8|{SEGMENT_URI}")
+STREAM_FILE = re.compile(rf"index\.m3u8|{SEGMENT_URI}", re.ASCII)
 MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
 IDLE_CANCEL_S = 30.0  # a queued or running job nobody asks about for this long is cancelled
 ACTIVE = ("queued", "running")

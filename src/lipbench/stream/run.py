@@ -7,27 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from ..jobs import OutputNames
 from ..record import StreamInfo, Timings
 from ..video import EncoderSettings
 from .playlist import StreamPublisher
 from .segments import StreamTarget
 from .stall import playback
-
-
-def check_streamable(enc: EncoderSettings) -> None:
-    """Refuse, before any work, encoder settings whose segments cannot rebuild the video."""
-    if enc.tune != "zerolatency":
-        raise InputError(
-            f"streaming needs video.tune: zerolatency (tune {enc.tune} lets x264 use B-frames, whose reordered frames the segment join loses)",
-            "set video.tune: zerolatency, or run without streaming",
-        )
-    if enc.keyframe_s * enc.fps < 1:
-        raise InputError(
-            f"streaming needs video.keyframe_s of at least one frame (got {enc.keyframe_s} s at {enc.fps:g} fps)",
-            "set video.keyframe_s: 1.0",
-        )
 
 
 def stream_target(cfg: dict[str, Any], stage: OutputNames, plan: Any, chunk: Any) -> StreamTarget:

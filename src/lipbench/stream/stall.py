@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..keyframes import Keyframes
+
 
 @dataclass(frozen=True)
 class Playback:
@@ -58,33 +60,16 @@ def stall_seconds(ready_s: Sequence[float], durations_s: Sequence[float]) -> flo
     return playback(ready_s, durations_s).stall_s
 
 
-def segment_bounds(n_frames: int, fps: float, segment_s: float, first_frame: int = 0) -> list[int]:
-    """Frame indices (from the chunk's start) [0, b1, …, n_frames] where a chunk's segments
-    start: the encoder forces a keyframe at the first frame whose time in the WHOLE video
-    (the chunk starts at ``first_frame``) reaches k·segment_s, and the segmenter cuts there
-    (``video.EncoderSettings.video_args``, ``stream.segments.cut_args``)."""
-    if n_frames < 1 or fps <= 0 or segment_s <= 0 or first_frame < 0:
-        raise ValueError(f"need frames ≥ 1, fps > 0, segment_s > 0, first frame ≥ 0; got {n_frames}, {fps}, {segment_s}, {first_frame}")  # fmt: skip
-    bounds = [0]
-    k = math.floor(first_frame / fps / segment_s + 1e-9) + 1
-    while (b := math.ceil(k * segment_s * fps - 1e-9) - first_frame) < n_frames:
-        if b > bounds[-1]:
-            bounds.append(b)
-        k += 1
-    return [*bounds, n_frames]
-
-
 def segment_schedule(
     chunk_frames: Sequence[int],
     replicas: int,
     render_fps: float,
-    fps: float,
-    segment_s: float,
+    keyframes: Keyframes,
     start_s: float = 0.0,
 ) -> tuple[list[float], list[float]]:
     """Predicted (ready_s, durations_s) of every segment, in play order.
 
-    Chunk k goes to replica k % replicas; each replica renders its chunks one after another in
+    Segments are cut where ``keyframes`` puts them. Chunk k goes to replica k % replicas; each replica renders its chunks one after another in
     play order, as ``pool.ReplicaPool`` does for a streamed job, at ``render_fps`` frames/s,
     from ``start_s`` (when the first frame starts rendering). A segment is ready when its last
     frame is rendered. Batching and the encoder's own delay are left to ``start_s``."""
@@ -103,9 +88,9 @@ def segment_schedule(
     durations: list[float] = []
     first_frame = 0
     for k, n in enumerate(chunk_frames):
-        b = segment_bounds(n, fps, segment_s, first_frame)
+        b = keyframes.bounds(first_frame, n)
         first_frame += n
         for a, z in zip(b[:-1], b[1:], strict=True):
             ready.append(begins[k] + z / render_fps)
-            durations.append((z - a) / fps)
+            durations.append((z - a) / keyframes.fps)
     return ready, durations
