@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,18 @@ def _offline_env():
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         os.environ.pop(var, None)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _generator_cache():
+    """Seeded generators are cached on disk (~145 MB per seed): keep the suite's out of the
+    user's cache. One folder for the session, shared with the CLI and replica processes the
+    tests start (they inherit the variable); removed at the end."""
+    folder = tempfile.mkdtemp(prefix="lipbench-generators-")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPBENCH_GENERATOR_CACHE", folder)
+        yield
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,3 +153,26 @@ def test_preemphasis_equals_scipys_filter():
 
     x = np.random.default_rng(1).standard_normal(16000 * 3)
     assert np.array_equal(audio.preemphasis(x), lfilter([1.0, -0.97], [1.0], x))
+
+
+def test_mel_basis_equals_librosas():
+    import librosa
+
+    want = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55.0, fmax=7600.0)
+    got = audio.mel_basis()
+    assert got.dtype == want.dtype == np.float32
+    assert np.array_equal(got, want)
+
+
+def test_mel_path_does_not_import_scipy_signal():
+    # scipy.signal costs ~1.2 s of start-up (librosa.filters imports it)
+    code = (
+        "import sys, numpy as np\n"
+        "from lipbench import audio\n"
+        "audio.melspectrogram(np.zeros(16000, np.float32))\n"
+        "print('scipy.signal' in sys.modules, 'librosa' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "False"]

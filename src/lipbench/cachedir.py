@@ -1,5 +1,6 @@
-"""Where lipbench keeps per-machine caches (calibration, compiled graphs):
-$LIPBENCH_CACHE, else ~/.cache/lipbench."""
+"""Where lipbench keeps per-machine caches (calibration, compiled graphs, seeded
+generators): $LIPBENCH_CACHE, else ~/.cache/lipbench. The seeded generators (~145 MB each)
+can be put elsewhere with $LIPBENCH_GENERATOR_CACHE."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 - ``gan`` → ``<weights_dir>/wav2lip_gan.pth``, ``nogan`` → ``<weights_dir>/wav2lip.pth``.
 - A missing file is not an error: the generator is built with seeded random weights (same
   seed → bit-identical weights in any process) and a WARNING says the output is untrained.
+  ``load_generator`` reads them from an on-disk cache when it can (see ``gencache``).
 - A file that is present but unusable (not a torch file, truncated, wrong architecture,
   a SyncNet or discriminator checkpoint, NaNs) raises ``WeightsError`` naming the file,
   what is wrong and how to fix it. There is never a silent fallback to random weights.
@@ -343,7 +344,9 @@ def load_generator(
             seed,
             path,
         )
-        model = seeded_random_generator(seed).to(dev).eval()
+        from .gencache import cached_seeded_generator  # imports this module: import here
+
+        model = cached_seeded_generator(seed).to(dev).eval()
         return model, WeightsInfo(name, None, "seeded-random", None, seed, False)
 
     sd = load_state_dict_file(path, map_location=dev)

@@ -8,6 +8,7 @@ fitted frame by frame while it is read, so a large one never sits in memory at f
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,16 +107,17 @@ def _static(bgr: np.ndarray, source: str, source_hash: str, max_side: int) -> Av
 
 
 def _load_default(max_side: int) -> Avatar:
-    from skimage import data as skdata
+    # The PNG that ships in scikit-image's wheel, read with OpenCV (the same pixels as
+    # skimage.data.astronaut(), tested): importing skimage.io costs ~0.3 s of start-up.
+    spec = importlib.util.find_spec("skimage")
+    png = Path(spec.origin).parent / "data" / "astronaut.png" if spec and spec.origin else None
+    bgr = cv2.imread(str(png), cv2.IMREAD_COLOR) if png and png.is_file() else None
+    if png is not None and bgr is not None:
+        return _static(bgr, DEFAULT_SOURCE, _sha256_file(png), max_side)
+    from skimage import data as skdata  # the layout changed: let scikit-image find it
 
     bgr = skdata.astronaut()[:, :, ::-1]
-    # Hash the PNG that ships in the wheel; fall back to the pixels if the layout ever changes.
-    png = Path(skdata.__file__).parent / "astronaut.png"
-    digest = (
-        _sha256_file(png)
-        if png.is_file()
-        else hashlib.sha256(np.ascontiguousarray(bgr).tobytes()).hexdigest()
-    )
+    digest = hashlib.sha256(np.ascontiguousarray(bgr).tobytes()).hexdigest()
     return _static(bgr, DEFAULT_SOURCE, digest, max_side)
 
 

@@ -1,0 +1,146 @@
+"""On-disk cache of the seeded random generators (issue 16: time to the first frame).
+
+Building one (random init of ~36 M parameters + a float64 BatchNorm calibration pass) costs
+~2.4 s on a 2-core host; reading its state dict back costs ~0.15 s. The file is keyed by
+everything that determines the weights, and a hit is bit-identical to a fresh build.
+
+Files live in ``$LIPBENCH_GENERATOR_CACHE``, else ``<cache_root()>/generators`` (~145 MB
+per seed). An unreadable, corrupt or mismatching file is ignored with a WARNING, rebuilt
+and overwritten; a cache that cannot be written never stops a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import model as model_module
+from . import weights
+from .atomic import atomic_path
+from .cachedir import cache_root
+from .model import Wav2Lip
+from .sysinfo import machine
+from .weights import _expected_layout, seeded_random_generator
+
+__all__ = ["CACHE_VERSION", "cache_file", "cache_key", "cached_seeded_generator"]
+
+log = logging.getLogger("lipbench.gencache")
+
+# Bump when seeded_random_generator's procedure changes in a way the key below cannot see.
+CACHE_VERSION = 1
+_FORMAT = "lipbench seeded generator"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LIPBENCH_GENERATOR_CACHE") or cache_root() / "generators")
+
+
+def _source_hash() -> str:
+    """The architecture (parameter names, dtypes, shapes) and the code that initialises it
+    (model.py, seeded_random_generator): a change to either invalidates the file."""
+    h = hashlib.sha256()
+    for name, (dtype, shape) in sorted(_expected_layout().items()):
+        h.update(f"{name}|{dtype}|{shape}\n".encode())
+    try:  # source may be unavailable (zipped installs); names + shapes + version still hold
+        h.update(Path(inspect.getfile(model_module)).read_bytes())
+        h.update(inspect.getsource(weights.seeded_random_generator).encode())
+    except (OSError, TypeError):
+        h.update(b"no source")
+    return h.hexdigest()
+
+
+def cache_key(seed: int, calib_batch: int) -> dict[str, Any]:
+    # The CPU model too: calibration is float64 rounded to bf16, but a cache directory
+    # shared between different hosts (NFS home) must not assume that covers every ISA.
+    return {
+        "version": CACHE_VERSION,
+        "seed": int(seed),
+        "calib_batch": int(calib_batch),
+        "arch": _source_hash(),
+        "torch": str(torch.__version__),  # a str subclass weights_only would refuse
+        "cpu": machine()["cpu"],
+    }
+
+
+def cache_file(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"wav2lip-seed{key['seed']}-b{key['calib_batch']}-{digest}.pt"
+
+
+def _checksum(sd: dict[str, Tensor]) -> int:
+    # torch.load notices a truncated file but not flipped bytes inside a tensor; crc32 over
+    # 145 MB costs ~60 ms, a small price for "a hit is bit-identical".
+    crc = 0
+    for name, t in sd.items():
+        crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
+        crc = zlib.crc32(memoryview(t.detach().reshape(-1).numpy()).cast("B"), crc)
+    return crc
+
+
+def _read(path: Path, key: dict[str, Any]) -> dict[str, Tensor]:
+    """The cached state dict, or ValueError/any torch.load error if it is not usable."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+        raise ValueError("not a lipbench generator cache file")
+    if obj.get("key") != key:
+        raise ValueError("its key does not match")
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError("no state dict")
+    layout = {k: (v.dtype, tuple(v.shape)) for k, v in sd.items()}
+    if layout != _expected_layout():
+        raise ValueError("its tensors do not match the generator")
+    if obj.get("crc32") != _checksum(sd):
+        raise ValueError("checksum mismatch")
+    return sd
+
+
+def _from_state_dict(sd: dict[str, Tensor]) -> Wav2Lip:
+    with torch.device("meta"):  # no random init: every tensor is replaced below
+        model = Wav2Lip()
+    model.load_state_dict(sd, strict=True, assign=True)  # assign: no 145 MB copy
+    return model.eval()
+
+
+def _write(path: Path, key: dict[str, Any], sd: dict[str, Tensor]) -> None:
+    obj = {"format": _FORMAT, "key": key, "crc32": _checksum(sd), "state_dict": sd}
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except OSError as exc:  # a read-only or full cache must not stop a run
+        log.warning("could not write the generator cache %s: %s", path, exc)
+
+
+def cached_seeded_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
+    """``seeded_random_generator(seed, calib_batch)`` in eval mode, from the cache when a
+    valid file exists (bit-identical), else built and cached."""
+    key = cache_key(seed, calib_batch)
+    path = cache_file(key)
+    if path.exists():
+        t0 = time.perf_counter()
+        try:
+            model = _from_state_dict(_read(path, key))
+        except Exception as exc:  # noqa: BLE001 - any unusable file means "rebuild"
+            text = str(exc).strip().splitlines()
+            why = f"{type(exc).__name__}: {text[0][:160] if text else ''}"
+            log.warning("ignoring the unusable generator cache %s (%s); rebuilding", path, why)
+        else:
+            log.info("seeded generator (seed %d) read from %s in %.2f s",
+                     seed, path, time.perf_counter() - t0)  # fmt: skip
+            return model
+    t0 = time.perf_counter()
+    model = seeded_random_generator(seed, calib_batch).eval()
+    built = time.perf_counter() - t0
+    _write(path, key, model.state_dict())
+    log.info("seeded generator (seed %d) built in %.2f s, cached at %s", seed, built, path)
+    return model
