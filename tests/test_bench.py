@@ -25,11 +25,10 @@ from lipbench.bench.results import BENCH_MARKER, COLUMNS, PAIR_COLUMNS, load_run
 from lipbench.errors import InputError
 from lipbench.jobs import cpu_cores
 from lipbench.keyframes import Keyframes
+from lipbench.measured_cost import MeasuredCost, load_measured_cost
 from lipbench.plan import (
     SEED_RULE_TEXT,
-    MeasuredCost,
     estimate_optimal_chunks,
-    load_measured_cost,
     planned_chunks,
     seed_rule_range,
 )

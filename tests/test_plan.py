@@ -10,12 +10,11 @@ import pytest
 
 from lipbench.errors import InputError
 from lipbench.keyframes import Keyframes
+from lipbench.measured_cost import MeasuredCost, even_split
 from lipbench.plan import (
-    MeasuredCost,
     Plan,
     cut_points,
     estimate_optimal_chunks,
-    even_split,
     frame_count,
     make_plan,
     plan_from_config,

@@ -8,7 +8,7 @@ Modules (each one job; none imports this package's ``__init__``):
 - ``contamination``: did other processes take the machine during a run (/proc/stat);
 - ``stats``: paired speed-ups, bootstrap interval of the median, when to stop;
 - ``costmodel``: frames/s per thread count and per replica count → predicted speed-up and
-  the report's explanation (``plan.MeasuredCost`` holds the model);
+  the report's explanation (``measured_cost.MeasuredCost`` holds the model);
 - ``results`` / ``outputs``: what was measured, and the files it is written to;
 - ``runner``: warm-up, pairs, re-runs, the cost model — ``run_bench``, ``run_sweep``
   (imported from ``lipbench.bench.runner``: it starts torch, this package does not);

@@ -10,7 +10,7 @@ timed run checked for contamination like every other:
 - each strategy's start-up: job start → its first frame starts rendering, calibrated so the
   first segment's predicted ready time matches the measured one (``startup_from_record``).
 
-``plan.MeasuredCost`` turns these into a predicted time per plan (the ``measured`` plan
+``measured_cost.MeasuredCost`` turns these into a predicted time per plan (the ``measured`` plan
 policy uses the same numbers), and ``explain`` into the report's paragraph.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..keyframes import Keyframes
-from ..plan import MeasuredCost
+from ..measured_cost import MeasuredCost
 from .grid import Comparison, RunConfig
 from .stats import Interval
 

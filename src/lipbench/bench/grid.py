@@ -16,7 +16,8 @@ import yaml
 
 from ..errors import InputError
 from ..jobs import STRATEGIES, resolve_job
-from ..plan import MeasuredCost, planned_chunks
+from ..measured_cost import MeasuredCost
+from ..plan import planned_chunks
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import write_text_atomic
-from ..plan import SEED_RULE_TEXT, measured_cost_path
+from ..measured_cost import measured_cost_path
+from ..plan import SEED_RULE_TEXT
 from ..sysinfo import machine, versions
 from .costmodel import explain
 from .results import BenchResult, dumps, pair_rows, run_entries, run_rows, sidecar_paths

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
+from ..measured_cost import measured_cost_path
 from ..pipeline import Workbench
-from ..plan import measured_cost_path
 from ..video import EncoderSettings
 from .contamination import Contamination, describe_busy, watch
 from .costmodel import (
