@@ -165,6 +165,12 @@ def interrupt_while_rendering(run: Run) -> None:
         p.kill()
     run_id = re.search(r"SLURM run ID: (\S+)", run.interrupted_log)
     run.cancelled_jobs = run_jobs(run_id[1]) if run_id else {}
+    # squeue lists a cancelled job as COMPLETING until slurmd has cleaned up after it (seconds
+    # on a loaded machine): wait for the state it ends in
+    deadline = time.monotonic() + 60
+    while "COMPLETING" in run.cancelled_jobs.values() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run.cancelled_jobs = run_jobs(run_id[1])
 
 
 @pytest.fixture(scope="module")
