@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -57,3 +62,16 @@ def test_plan_for_other_audio_is_refused(cfg, planned, tmp_path):
     with pytest.raises(LipbenchError, match="re-run the plan step"):
         render_plan_chunk(cfg, other, d / "plan.json", 0, tmp_path / "0.mp4", threads=1)
     assert not (tmp_path / "0.mp4").exists()
+
+
+def test_process_start_is_read_to_a_clock_tick():
+    """``first_frame_s`` counts from ``process_start_ts``: a child process must report a
+    start between the moment it was launched and the moment it printed (psutil's
+    create_time was early by the fraction of a second /proc/stat's boot time drops)."""
+    code = "from lipbench.chunk import process_start_ts; print(repr(process_start_ts()))"
+    before = time.time()
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # fmt: skip
+    after = time.time()
+    started = float(printed.stdout)
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert before - 2 * tick <= started <= after, (before, started, after)

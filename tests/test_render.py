@@ -10,7 +10,7 @@ from helpers import seeded_model
 from lipbench import backends
 from lipbench.face import detect_faces, load_avatar
 from lipbench.metrics import max_abs_diff
-from lipbench.render import JobInputs, Renderer, RenderOptions
+from lipbench.render import FIRST_BATCH, JobInputs, Renderer, RenderOptions, batch_bounds
 
 N = 14  # frames: batches of 4 → chunk cuts fall inside batches
 
@@ -64,3 +64,24 @@ def test_describe_gives_the_record_backend_precision_and_fidelity(model):
     assert d["engine"]["cpu_pinning"] is False
     plain = backends.describe(Renderer(model, "cpu", RenderOptions.plain()))
     assert plain["fidelity"]["reference"] is True and plain["exact"] is True
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "bs", "expected"),
+    [
+        (0, 70, 32, [(0, 4), (4, 12), (12, 28), (28, 60), (60, 70)]),
+        (10, 13, 32, [(10, 13)]),
+        (0, 9, 2, [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]),  # batch below the ramp's start
+        (5, 5, 8, []),
+    ],
+)
+def test_batches_ramp_up_from_a_small_first_batch(start, end, bs, expected):
+    assert batch_bounds(start, end, bs) == expected
+
+
+def test_render_yields_the_small_first_batch_first(model, job):
+    """The first batch is FIRST_BATCH frames whatever the batch size: the first frame is
+    ready after a few frames' work (the CLI's first frame, a stream's first segment)."""
+    r = Renderer(model, "cpu", RenderOptions(batch_size=16, backend="torch"))
+    sizes = [len(f) for f, _ in r.generated_faces(job, 0, job.n_frames)]
+    assert FIRST_BATCH == 4 and sizes == [4, 8, 2]  # 14 frames: 4, then 8, then the rest

@@ -30,6 +30,23 @@ from .model import Wav2Lip
 log = logging.getLogger("lipbench.render")
 
 MEL_STEP = 16  # mel frames per window (0.2 s)
+# A range's first batches are small and double up to the batch size, so its first frame is
+# ready after a few frames' work instead of a whole batch's (a 32-frame batch is ~1.3 s on
+# a 2-core CPU): the CLI's first frame and a stream's first segment come sooner.
+FIRST_BATCH = 4
+
+
+def batch_bounds(start: int, end: int, batch_size: int, first: int = FIRST_BATCH) -> list[tuple[int, int]]:  # fmt: skip
+    """The [a, b) batches that cover [start, end): ``first`` frames, then twice as many each
+    time up to ``batch_size``, then ``batch_size`` each."""
+    if batch_size < 1 or first < 1:
+        raise ValueError(f"batch sizes must be ≥ 1, not {batch_size} / {first}")
+    out, a, size = [], start, min(first, batch_size)
+    while a < end:
+        b = min(end, a + size)
+        out.append((a, b))
+        a, size = b, min(batch_size, size * 2)
+    return out
 
 
 def mel_window_starts(n_frames: int, n_mel: int, fps: float, first: int = 0) -> np.ndarray:
@@ -214,8 +231,7 @@ class Renderer:
             and job.avatar.is_static
             and self.options.static_face_features
         )
-        for a in range(start, end, bs):
-            b = min(end, a + bs)
+        for a, b in batch_bounds(start, end, bs):
             frames = np.arange(a, b)
             starts = mel_window_starts(b - a, job.mel.shape[1], job.fps, first=a)
             windows = np.stack([job.mel[:, s : s + MEL_STEP] for s in starts])
