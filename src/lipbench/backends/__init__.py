@@ -5,11 +5,15 @@
 Renderer does not know which engine runs:
 
 - ``torch``: torch eager, channels_last + BatchNorm folded (the reference's arithmetic up
-  to float rounding); runs on CPU and CUDA. ``bf16`` casts the whole network to bfloat16.
+  to float rounding); runs on CPU and CUDA.
 - ``openvino``: OpenVINO's CPU plugin on a graph built op by op from the same folded
   weights; ``fp32`` with the precision hint f32, ``bf16`` via the bf16 precision hint. On
   a CPU without bf16 hardware OpenVINO ignores that hint and computes in f32:
   ``Network.effective_precision`` says what really ran.
+
+``bf16`` (either backend) runs the decoder in bfloat16 and keeps the face and audio encoders
+(a tenth of the work) in fp32: the encoders' rounding costs more fidelity than the rest
+(the numbers are in ``torch_eager``'s docstring).
 
 ``lipbench.tuning`` picks the backend and precision per host and thread count (cached);
 ``lipbench.backends.fidelity`` measures a network against plain fp32;
@@ -27,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError
 
-VERSION = 1  # bump when a backend's arithmetic changes: calibration caches key on it
+VERSION = 2  # bump when a backend's arithmetic changes: calibration caches key on it
 BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic

@@ -7,10 +7,13 @@ starts OpenVINO must not pay that on every start. The translation covers exactly
 layers ``lipbench.model.Wav2Lip`` uses (Conv2d/ConvTranspose2d + folded BN, residual add,
 ReLU, concatenation, the output 1×1 conv and sigmoid); anything else raises.
 
-Two graphs, both with a dynamic batch, holding each weight once between them:
+Three graphs, each with a dynamic batch, holding each weight once between them (so the
+engine can run the cheap encoders in fp32 and only the decoder in bf16, as the torch backend
+does):
 
 - ``face``:   face B×6×96×96 → the 7 encoder feature maps (shallowest first)
-- ``decode``: mel B×1×80×16 + the 7 feature maps, of batch B or of batch 1 (one face shared
+- ``audio``:  mel B×1×80×16 → the audio embedding B×512×1×1
+- ``decode``: the embedding + the 7 feature maps, of batch B or of batch 1 (one face shared
   by all B: a static avatar's per-frame work) → B×3×96×96; batch-1 features are broadcast
   to B inside the graph, batch-B features pass through unchanged
 """
@@ -27,6 +30,7 @@ from ..model import Conv2d, Conv2dTranspose, Wav2Lip
 
 # shapes of the 7 face-encoder feature maps for a 96×96 face (channels, side)
 FEATURE_SHAPES = ((16, 96), (32, 48), (64, 24), (128, 12), (256, 6), (512, 3), (512, 1))
+EMBEDDING = 512  # channels of the audio embedding (1×1)
 
 
 def _ops() -> Any:
@@ -126,8 +130,8 @@ def _decode(model: Wav2Lip, emb: Any, feats: list[Any]) -> Any:
 
 
 def build_graphs(model: Wav2Lip) -> dict[str, Any]:
-    """The ``face`` and ``decode`` ``openvino.Model``s of ``model`` (fp32, eval statistics;
-    BatchNorm folded into the graph's convolutions; ``model`` itself is untouched)."""
+    """The ``face``, ``audio`` and ``decode`` ``openvino.Model``s of ``model`` (fp32, eval
+    statistics; BatchNorm folded into the graph's convolutions; ``model`` itself is untouched)."""
     import openvino as ov
 
     m = model
@@ -138,12 +142,15 @@ def build_graphs(model: Wav2Lip) -> dict[str, Any]:
         face = ops.parameter([-1, 6, 96, 96], np.float32, name="face")
         feats = _face_features(m, face)
         mel = ops.parameter([-1, 1, 80, 16], np.float32, name="mel")
+        emb = _block(mel, m.audio_encoder)
+        emb_in = ops.parameter([-1, EMBEDDING, 1, 1], np.float32, name="emb")
         fparams = [
             ops.parameter([-1, c, s, s], np.float32, name=f"feat{i}")
             for i, (c, s) in enumerate(FEATURE_SHAPES)
         ]
-        out = _decode(m, _block(mel, m.audio_encoder), fparams)
+        out = _decode(m, emb_in, fparams)
     return {
         "face": ov.Model(feats, [face], "wav2lip_face_encoder"),
-        "decode": ov.Model([out], [mel, *fparams], "wav2lip_decode"),
+        "audio": ov.Model([emb], [mel], "wav2lip_audio_encoder"),
+        "decode": ov.Model([out], [emb_in, *fparams], "wav2lip_decode"),
     }
