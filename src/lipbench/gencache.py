@@ -1,4 +1,5 @@
-"""On-disk cache of the seeded random generators (issue 16: time to the first frame).
+"""The seeded random generator (untrained weights for a run without a checkpoint), and its
+on-disk cache (issue 16: time to the first frame).
 
 Building one (random init of ~36 M parameters + a float64 BatchNorm calibration pass) costs
 ~2.4 s on a 2-core host; reading its state dict back costs ~0.15 s. The file is keyed by
@@ -25,12 +26,10 @@ import torch
 from torch import Tensor
 
 from . import model as model_module
-from . import weights
 from .atomic import atomic_path
 from .cachedir import cache_root
-from .model import Wav2Lip
+from .model import Wav2Lip, batchnorm_layers, state_dict_layout
 from .sysinfo import machine
-from .weights import _expected_layout, seeded_random_generator
 
 __all__ = ["CACHE_VERSION", "cache_file", "cache_key", "cached_seeded_generator"]
 
@@ -41,19 +40,59 @@ CACHE_VERSION = 1
 _FORMAT = "lipbench seeded generator"
 
 
+@torch.no_grad()
+def seeded_random_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
+    """An untrained generator, bit-identical for the same seed in any process (on CPU).
+
+    Default PyTorch init alone is degenerate here: activations shrink layer by layer, so
+    the output barely depends on the audio (std ~1e-8). So the BatchNorm running
+    statistics are calibrated on one seeded batch of random faces and mels — each layer
+    then sees unit-variance inputs, as in a trained net, and the mouth region responds to
+    the audio. Calibration runs in float64 and the stats are rounded to bfloat16
+    precision, so thread count / summation order cannot change a single bit.
+
+    The caller's global RNG state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device("cpu"):
+            model = Wav2Lip()
+    gen = torch.Generator().manual_seed(seed + 0x5EED)
+    face = torch.rand(calib_batch, 6, 96, 96, generator=gen, dtype=torch.float64)
+    face[:, :3, 48:] = 0  # masked lower half, as at inference
+    mel = torch.rand(calib_batch, 1, 80, 16, generator=gen, dtype=torch.float64) * 8 - 4
+
+    bns = batchnorm_layers(model)
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch → exactly its statistics
+    model.double().train()
+    model(mel, face)
+    model.float().eval()
+    for bn in bns:
+        bn.momentum = 0.1
+        for buf in (bn.running_mean, bn.running_var):
+            assert buf is not None
+            buf.copy_(buf.to(torch.bfloat16).to(torch.float32))
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.zero_()
+    return model
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LIPBENCH_GENERATOR_CACHE") or cache_root() / "generators")
 
 
 def _source_hash() -> str:
     """The architecture (parameter names, dtypes, shapes) and the code that initialises it
-    (model.py, seeded_random_generator): a change to either invalidates the file."""
+    (model.py, and this module, which holds seeded_random_generator): a change to either
+    invalidates the file."""
     h = hashlib.sha256()
-    for name, (dtype, shape) in sorted(_expected_layout().items()):
+    for name, (dtype, shape) in sorted(state_dict_layout().items()):
         h.update(f"{name}|{dtype}|{shape}\n".encode())
     try:  # source may be unavailable (zipped installs); names + shapes + version still hold
         h.update(Path(inspect.getfile(model_module)).read_bytes())
-        h.update(inspect.getsource(weights.seeded_random_generator).encode())
+        h.update(Path(__file__).read_bytes())
     except (OSError, TypeError):
         h.update(b"no source")
     return h.hexdigest()
@@ -98,7 +137,7 @@ def _read(path: Path, key: dict[str, Any]) -> dict[str, Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError("no state dict")
     layout = {k: (v.dtype, tuple(v.shape)) for k, v in sd.items()}
-    if layout != _expected_layout():
+    if layout != state_dict_layout():
         raise ValueError("its tensors do not match the generator")
     if obj.get("crc32") != _checksum(sd):
         raise ValueError("checksum mismatch")

@@ -12,6 +12,7 @@ convolutions.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -276,3 +277,15 @@ def count_conv_gflops(model: Wav2Lip, batch: int = 1) -> dict[str, float]:
             h.remove()
     counts["total"] = sum(counts.values())
     return counts
+
+
+@functools.cache
+def state_dict_layout() -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """The generator's parameter and buffer names → (dtype, shape), without building it."""
+    with torch.device("meta"):  # no memory, no init cost
+        ref = Wav2Lip()
+    return {k: (v.dtype, tuple(v.shape)) for k, v in ref.state_dict().items()}
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]

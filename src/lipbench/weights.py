@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -24,7 +23,8 @@ from torch import Tensor, nn
 
 from .atomic import atomic_path
 from .errors import WeightsError
-from .model import Wav2Lip
+from .gencache import cached_seeded_generator, seeded_random_generator
+from .model import Wav2Lip, batchnorm_layers, state_dict_layout
 
 __all__ = [
     "DEFAULT_FILES",
@@ -173,13 +173,6 @@ def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     return out
 
 
-@functools.cache
-def _expected_layout() -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-    with torch.device("meta"):  # no memory, no init cost
-        ref = Wav2Lip()
-    return {k: (v.dtype, tuple(v.shape)) for k, v in ref.state_dict().items()}
-
-
 def _few(keys: list[str], n: int = 3) -> str:
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
@@ -206,7 +199,7 @@ def _check_generator_state_dict(sd: dict[str, Tensor], path: Path) -> None:
             "use the generator checkpoint wav2lip_gan.pth or wav2lip.pth, not lipsync_expert.pth",
         )
 
-    expected = _expected_layout()
+    expected = state_dict_layout()
     # Pre-0.4.1 BatchNorm checkpoints lack num_batches_tracked; BatchNorm fills it in.
     missing = sorted(k for k in expected if k not in keys and not k.endswith("num_batches_tracked"))
     unexpected = sorted(keys - expected.keys())
@@ -262,54 +255,11 @@ def load_state_dict_file(
 # --------------------------------------------------------------------------- building models
 
 
-def _bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-
-
-@torch.no_grad()
-def seeded_random_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
-    """An untrained generator, bit-identical for the same seed in any process (on CPU).
-
-    Default PyTorch init alone is degenerate here: activations shrink layer by layer, so
-    the output barely depends on the audio (std ~1e-8). So the BatchNorm running
-    statistics are calibrated on one seeded batch of random faces and mels — each layer
-    then sees unit-variance inputs, as in a trained net, and the mouth region responds to
-    the audio. Calibration runs in float64 and the stats are rounded to bfloat16
-    precision, so thread count / summation order cannot change a single bit.
-
-    The caller's global RNG state is left untouched.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with torch.device("cpu"):
-            model = Wav2Lip()
-    gen = torch.Generator().manual_seed(seed + 0x5EED)
-    face = torch.rand(calib_batch, 6, 96, 96, generator=gen, dtype=torch.float64)
-    face[:, :3, 48:] = 0  # masked lower half, as at inference
-    mel = torch.rand(calib_batch, 1, 80, 16, generator=gen, dtype=torch.float64) * 8 - 4
-
-    bns = _bn_layers(model)
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one batch → exactly its statistics
-    model.double().train()
-    model(mel, face)
-    model.float().eval()
-    for bn in bns:
-        bn.momentum = 0.1
-        for buf in (bn.running_mean, bn.running_var):
-            assert buf is not None
-            buf.copy_(buf.to(torch.bfloat16).to(torch.float32))
-        assert bn.num_batches_tracked is not None
-        bn.num_batches_tracked.zero_()
-    return model
-
-
 def _model_from_state_dict(sd: dict[str, Tensor], path: Path, device: torch.device) -> Wav2Lip:
     with torch.device("meta"):  # skip random init: every tensor is overwritten below
         model = Wav2Lip()
     model.to_empty(device=device)
-    for bn in _bn_layers(model):
+    for bn in batchnorm_layers(model):
         assert bn.num_batches_tracked is not None
         bn.num_batches_tracked.zero_()  # in case the checkpoint predates this buffer
     try:
@@ -344,8 +294,6 @@ def load_generator(
             seed,
             path,
         )
-        from .gencache import cached_seeded_generator  # imports this module: import here
-
         model = cached_seeded_generator(seed).to(dev).eval()
         return model, WeightsInfo(name, None, "seeded-random", None, seed, False)
 
