@@ -43,14 +43,18 @@ def matmul_gflops(threads: int, n: int = 2048, seconds: float = 2.0, device: str
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def conv_gflops(threads: int, seconds: float = 2.0, device: str = "cpu") -> float:
+def conv_gflops(
+    threads: int, seconds: float = 2.0, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
     """Sustained rate of one large 3×3 convolution through torch's own conv kernels (oneDNN
     on CPU) — a second ceiling: where the BLAS matmul is not the fastest code on the machine
-    (e.g. MKL's generic path on an AMD CPU), the conv kernels can outrun it."""
+    (e.g. MKL's generic path on an AMD CPU), the conv kernels can outrun it. ``dtype``
+    bfloat16 gives the ceiling of a bf16 path (meaningful only with bf16 hardware)."""
     torch.set_num_threads(threads)
-    conv = torch.nn.Conv2d(256, 256, 3, 1, 1, bias=False).to(device).eval()
+    conv = torch.nn.Conv2d(256, 256, 3, 1, 1, bias=False).to(device, dtype).eval()
     conv = conv.to(memory_format=torch.channels_last)
-    x = torch.randn(16, 256, 24, 24, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(16, 256, 24, 24, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
     flop = 2 * 256 * 256 * 9 * 24 * 24 * 16
     with torch.inference_mode():
         for _ in range(2):

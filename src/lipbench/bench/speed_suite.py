@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,16 @@ from ..atomic import write_text_atomic
 from ..backends import has_bf16_hardware
 from ..backends.fidelity import MIN_PSNR_DB, reference
 from ..backends.measure import choices, measure_one
-from ..chunk import LoadedRenderer, ReplicaSpec, load_renderer, render_chunk
+from ..chunk import LoadedRenderer, ReplicaSpec, load_renderer
 from ..config import resolve_device
 from ..jobs import frame_label, model_seed, threads_per_replica
 from ..model import FLOPS_PER_FRAME
-from ..pipeline import Workbench, build_inputs
+from ..pipeline import build_inputs
 from ..record import StageTimer
-from ..render import MEL_STEP, JobInputs, RenderOptions, mel_window_starts
+from ..render import JobInputs, RenderOptions
 from ..sysinfo import machine, versions
 from ..tuning import calibrate_batch
-from ..video import EncoderSettings, mux_audio
+from ..video import EncoderSettings
 from ..weights import load_generator
 from .contamination import Contamination, watch
 from .speech import make_speech
@@ -54,6 +53,7 @@ from .speed import (  # fmt: skip
     pixel_error,
     prepare,
 )
+from .speed_runs import end_to_end, memory_check
 
 Say = Callable[[str], None]
 GOAL_PCT_NETWORK = 80.0  # end to end should reach this % of network-only (issue #16)
@@ -104,68 +104,28 @@ def load_average() -> str:
         return "n/a"
 
 
-def network_frames(renderer: Any, job: JobInputs) -> int:
-    """Frames the network really computes for ``job``: with a static avatar the default path
-    renders each distinct mel window once (silence repeats), so end to end can deliver
-    frames faster than the network alone computes them."""
-    o = renderer.options
-    if not (o.reuse_identical_mels and o.static_face_features and job.avatar.is_static):
-        return job.n_frames
-    starts = mel_window_starts(job.n_frames, job.mel.shape[1], job.fps)
-    return len({job.mel[:, a : a + MEL_STEP].tobytes() for a in starts})
-
-
-def end_to_end(cfg: dict[str, Any], wav: Path, loaded: LoadedRenderer, device: str, out: Path) -> dict[str, Any]:  # fmt: skip
-    """WAV → MP4, sequential, in this process: mel, face (cached), render, paste, encode, mux."""
-    threads = loaded.renderer.network.threads
-    build_inputs(cfg, wav, None, StageTimer(), "warm")  # fills the face cache: not timed
-    t0 = time.perf_counter()
-    # a fresh job key: a renderer reused across runs must not serve faces from its per-job cache
-    job, _ = build_inputs(cfg, wav, None, StageTimer(), f"{out}#{time.time_ns()}")
-    job.label = frame_label(loaded.weights.trained, cfg)
-    video_only = out.with_name(out.stem + ".video.mp4")
-    identity = dict(chunk=0, model="gan", replica=0, threads=threads, device=device)
-    row, _ = render_chunk(loaded.renderer, job, 0, job.n_frames, video_only, EncoderSettings.from_config(cfg), identity)  # fmt: skip
-    mux_audio(video_only, wav, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
-    wall = time.perf_counter() - t0
-    video_only.unlink(missing_ok=True)
-    return {"frames": job.n_frames, "wall_s": round(wall, 3), "fps": round(job.n_frames / wall, 3),
-            "network_frames": network_frames(loaded.renderer, job), "render_s": row.render_s, "encode_wait_s": row.encode_s,
-            "batch_size": loaded.renderer.options.batch_size, "trained": loaded.weights.trained}  # fmt: skip
-
-
-def memory_check(cfg: dict[str, Any], out_dir: Path, say: Say, durations=(10.0, 60.0)) -> list[dict[str, Any]]:  # fmt: skip
-    """Peak RSS of a replica process rendering each duration (frames are streamed, so it
-    should not grow with the audio's length)."""
-    speech = make_speech(list(durations), out_dir / "memory_speech", cfg)
-    rows = []
-    say("\nmemory: peak RSS of a fresh sequential replica per clip length")
-    for d in durations:
-        with Workbench(cfg) as wb:  # a fresh replica per length: its peak is this job's
-            rec = wb.generate(out_dir / f"memory_{d:g}s" / "result.mp4", audio=speech[d].wav,
-                              strategy="sequential", progress=False)  # fmt: skip
-        peak = rec.chunks[0].peak_rss_mb
-        rows.append({"kind": "memory", "option": f"sequential replica, {d:g} s", "peak_rss_mb": peak, "frames": rec.frames})  # fmt: skip
-        say(f"  {d:>5g} s of audio, {rec.frames:>5} frames: peak RSS {peak:.0f} MB")
-    return rows
-
-
 def ceilings(s: Suite) -> dict[int, dict[str, float]]:
     """matmul and conv GFLOP/s at each thread count → frames/s ceilings (full, static)."""
     s.say(f"\nceilings, fp32 on {s.device}   (frames/s = GFLOP/s ÷ {FLOPS_PER_FRAME['total']} GFLOP per frame, "
           f"÷ {STATIC_GFLOP:.2f} with a static avatar's face features once)")  # fmt: skip
-    s.say(f"{'threads':>7} {'matmul GFLOP/s':>15} {'floor fps':>10} {'conv GFLOP/s':>13} {'conv ceiling':>13} {'static':>7} {'others %':>9}")  # fmt: skip
+    bf16 = has_bf16_hardware() or s.device != "cpu"  # a bf16 ceiling: where bf16 is native
+    s.say(f"{'threads':>7} {'matmul GFLOP/s':>15} {'floor fps':>10} {'conv GFLOP/s':>13} {'conv ceiling':>13} {'static':>7}"
+          + (f" {'bf16 conv GFLOP/s':>18} {'static':>7}" if bf16 else "") + f" {'others %':>9}")  # fmt: skip
     out = {}
     for t in s.thread_counts:
         with watch() as r:
             mm = matmul_gflops(t, device=s.device)
             cv = conv_gflops(t, device=s.device)
+            cv16 = conv_gflops(t, device=s.device, dtype=torch.bfloat16) if bf16 else None
         c = {"matmul_gflops": mm, "conv_gflops": cv, "floor": mm / FLOPS_PER_FRAME["total"],
              "floor_static": mm / STATIC_GFLOP, "conv": cv / FLOPS_PER_FRAME["total"], "conv_static": cv / STATIC_GFLOP}  # fmt: skip
+        if cv16:
+            c |= {"conv_bf16_gflops": cv16, "conv_bf16": cv16 / FLOPS_PER_FRAME["total"], "conv_bf16_static": cv16 / STATIC_GFLOP}  # fmt: skip
         out[t] = c
         row = s.add({"kind": "ceiling", "option": f"{t} thread(s)", "threads": t, "exact": True,
                      **{k: round(v, 3) for k, v in c.items()}}, r.value)  # fmt: skip
-        s.say(f"{t:>7} {mm:>15.1f} {c['floor']:>10.2f} {cv:>13.1f} {c['conv']:>13.2f} {c['conv_static']:>7.2f} {row['others_pct']:>9}{_busy(row)}")  # fmt: skip
+        extra = f" {cv16:>18.1f} {c['conv_bf16_static']:>7.2f}" if cv16 else ""
+        s.say(f"{t:>7} {mm:>15.1f} {c['floor']:>10.2f} {cv:>13.1f} {c['conv']:>13.2f} {c['conv_static']:>7.2f}{extra} {row['others_pct']:>9}{_busy(row)}")  # fmt: skip
     return out
 
 
@@ -192,7 +152,8 @@ def torch_options(s: Suite, model: torch.nn.Module, batch: int, ceil: dict[str, 
 
 def backend_rows(s: Suite, model: torch.nn.Module, batch: int, path: str, ceils: dict[int, dict[str, float]]) -> list[dict[str, Any]]:  # fmt: skip
     """Every backend × precision here × thread count: network-only frames/s, % of the conv
-    ceiling at the same thread count, fidelity vs plain fp32 on this checkpoint."""
+    ceiling at the same thread count and in the same precision (bf16 against the bf16 one),
+    fidelity vs plain fp32 on this checkpoint."""
     measured, skipped = choices(s.device)
     s.say(f"\nbackends, network only, {path} path, batch {batch}; fidelity vs plain fp32 on this checkpoint "
           f"(exact = max ≤ 1 level of 255)")  # fmt: skip
@@ -206,7 +167,13 @@ def backend_rows(s: Suite, model: torch.nn.Module, batch: int, path: str, ceils:
                 with watch() as r:
                     m = measure_one(model, backend, precision, t, probe, batch=batch,
                                     seconds=s.opts.variant_seconds, path=path, device=s.device)  # fmt: skip
-                cv = ceils[t]["conv_static" if path == "static" else "conv"]
+                # % of the conv ceiling in the precision the network runs as
+                bf = (
+                    "_bf16"
+                    if m["effective_precision"] == "bf16" and "conv_bf16" in ceils[t]
+                    else ""
+                )
+                cv = ceils[t][f"conv{bf}" + ("_static" if path == "static" else "")]
                 row = s.add({"kind": "backend", "option": f"{backend} {precision}", **m,
                              "pct_conv_ceiling": round(100 * m["fps"] / cv, 1)}, r.value)  # fmt: skip
                 rows.append(row)
