@@ -11,9 +11,11 @@ Renderer does not know which engine runs:
   a CPU without bf16 hardware OpenVINO ignores that hint and computes in f32:
   ``Network.effective_precision`` says what really ran.
 
-``bf16`` (either backend) runs the decoder in bfloat16 and keeps the face and audio encoders
-(a tenth of the work) in fp32: the encoders' rounding costs more fidelity than the rest
-(the numbers are in ``torch_eager``'s docstring).
+``bf16`` differs by backend, each chosen so that a frame does not depend on its batch or
+the thread count (parallel == sequential within one backend and precision): OpenVINO runs
+the decoder in bf16 and keeps the face and audio encoders (a tenth of the work) in fp32
+(49 dB vs fp32 on seeded weights, where the whole network in bf16 gives 39 dB); torch casts
+the whole network (why: ``torch_eager``'s docstring).
 
 ``lipbench.tuning`` picks the backend and precision per host and thread count (cached);
 ``lipbench.backends.fidelity`` measures a network against plain fp32;

@@ -106,7 +106,7 @@ def load_average() -> str:
 
 def ceilings(s: Suite) -> dict[int, dict[str, float]]:
     """matmul and conv GFLOP/s at each thread count → frames/s ceilings (full, static)."""
-    s.say(f"\nceilings, fp32 on {s.device}   (frames/s = GFLOP/s ÷ {FLOPS_PER_FRAME['total']} GFLOP per frame, "
+    s.say(f"\nceilings on {s.device}, fp32 (and bf16 where it is native)   (frames/s = GFLOP/s ÷ {FLOPS_PER_FRAME['total']} GFLOP per frame, "
           f"÷ {STATIC_GFLOP:.2f} with a static avatar's face features once)")  # fmt: skip
     bf16 = has_bf16_hardware() or s.device != "cpu"  # a bf16 ceiling: where bf16 is native
     s.say(f"{'threads':>7} {'matmul GFLOP/s':>15} {'floor fps':>10} {'conv GFLOP/s':>13} {'conv ceiling':>13} {'static':>7}"
