@@ -80,6 +80,19 @@ def test_batches_ramp_up_from_a_small_first_batch(start, end, bs, expected):
     assert batch_bounds(start, end, bs) == expected
 
 
+def test_a_batch_stopping_just_short_of_a_keyframe_runs_through_it():
+    """The segment before keyframe 13 (the early one at 0.5 s, 25 fps) closes once frame 13 is
+    encoded: the batch that would stop at 12 takes 12 and 13, later ones start there."""
+    assert batch_bounds(0, 70, 32, keyframes={13, 25, 50}) == [(0, 4), (4, 14), (14, 30), (30, 62), (62, 70)]  # fmt: skip
+    assert batch_bounds(0, 70, 32, keyframes={20}) == [(0, 4), (4, 12), (12, 28), (28, 60), (60, 70)]  # fmt: skip
+    assert batch_bounds(0, 13, 32, keyframes={13}) == [
+        (0, 4),
+        (4, 12),
+        (12, 13),
+    ]  # not past the end
+    assert batch_bounds(100, 112, 8, keyframes={104}) == [(100, 105), (105, 112)]
+
+
 def test_render_yields_the_small_first_batch_first(model, job):
     """The first batch is FIRST_BATCH frames whatever the batch size: the first frame is
     ready after a few frames' work (the CLI's first frame, a stream's first segment)."""

@@ -126,8 +126,10 @@ def render_chunk(
         if stream
         else FrameWriter(out_path, w, h, encoder, start)
     )
+    # the encoder's keyframes (whole-video indices): a batch ending just before one takes it
+    keyframes = {start + c for c in encoder.keyframes.bounds(start, end - start)[1:-1]}
     with writer_cm as writer:
-        for frame in renderer.render(job, start, end):
+        for frame in renderer.render(job, start, end, keyframes):
             render_s += time.perf_counter() - t
             writer.write(frame)
             if first is None:

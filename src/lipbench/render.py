@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +36,22 @@ MEL_STEP = 16  # mel frames per window (0.2 s)
 FIRST_BATCH = 4
 
 
-def batch_bounds(start: int, end: int, batch_size: int, first: int = FIRST_BATCH) -> list[tuple[int, int]]:  # fmt: skip
+def batch_bounds(
+    start: int, end: int, batch_size: int, first: int = FIRST_BATCH, keyframes: Collection[int] = ()
+) -> list[tuple[int, int]]:
     """The [a, b) batches that cover [start, end): ``first`` frames, then twice as many each
-    time up to ``batch_size``, then ``batch_size`` each."""
+    time up to ``batch_size``, then ``batch_size`` each. A batch that would stop at most
+    ``first`` frames short of a keyframe (whole-video index in ``keyframes``) runs through it:
+    the encoder closes the segment before a keyframe only once it has that frame, so the
+    segment is ready with this batch instead of a whole batch later."""
     if batch_size < 1 or first < 1:
         raise ValueError(f"batch sizes must be ≥ 1, not {batch_size} / {first}")
     out, a, size = [], start, min(first, batch_size)
     while a < end:
         b = min(end, a + size)
+        near = [k for k in keyframes if b <= k < min(end, b + first)]
+        if near:
+            b = min(near) + 1
         out.append((a, b))
         a, size = b, min(batch_size, size * 2)
     return out
@@ -222,16 +230,17 @@ class Renderer:
         return out
 
     def generated_faces(
-        self, job: JobInputs, start: int, end: int
+        self, job: JobInputs, start: int, end: int, keyframes: Collection[int] = ()
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (global frame indices, 96×96 faces) batch by batch for [start, end)."""
+        """Yield (global frame indices, 96×96 faces) batch by batch for [start, end)
+        (``keyframes``: where the encoder cuts, see ``batch_bounds``)."""
         bs = self.options.batch_size
         dedup = (
             self.options.reuse_identical_mels
             and job.avatar.is_static
             and self.options.static_face_features
         )
-        for a, b in batch_bounds(start, end, bs):
+        for a, b in batch_bounds(start, end, bs, keyframes=keyframes):
             frames = np.arange(a, b)
             starts = mel_window_starts(b - a, job.mel.shape[1], job.fps, first=a)
             windows = np.stack([job.mel[:, s : s + MEL_STEP] for s in starts])
@@ -242,8 +251,10 @@ class Renderer:
             )
             yield frames, faces
 
-    def render(self, job: JobInputs, start: int, end: int) -> Iterator[np.ndarray]:
-        """Full BGR frames for [start, end), in order.
+    def render(
+        self, job: JobInputs, start: int, end: int, keyframes: Collection[int] = ()
+    ) -> Iterator[np.ndarray]:
+        """Full BGR frames for [start, end), in order (``keyframes``: see ``batch_bounds``).
 
         With ``options.overlap`` the network runs one or two batches ahead on a background
         thread while this generator's consumer pastes, labels and encodes (torch, OpenCV and
@@ -252,7 +263,7 @@ class Renderer:
             raise ValueError(
                 f"frame range [{start}, {end}) outside the job's {job.n_frames} frames"
             )
-        batches = self.generated_faces(job, start, end)
+        batches = self.generated_faces(job, start, end, keyframes)
         if self.options.overlap:
             batches = _prefetch(batches, depth=2)
         for frames, faces in batches:
