@@ -126,7 +126,8 @@ def render_chunk(
         if stream
         else FrameWriter(out_path, w, h, encoder, start)
     )
-    # the encoder's keyframes (whole-video indices): a batch ending just before one takes it
+    # the encoder's keyframes (whole-video indices): a batch stopping just short of one runs
+    # through it, so the segment before it closes sooner (render.batch_bounds)
     keyframes = {start + c for c in encoder.keyframes.bounds(start, end - start)[1:-1]}
     with writer_cm as writer:
         for frame in renderer.render(job, start, end, keyframes):

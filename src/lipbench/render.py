@@ -49,9 +49,9 @@ def batch_bounds(
     out, a, size = [], start, min(first, batch_size)
     while a < end:
         b = min(end, a + size)
-        near = [k for k in keyframes if b <= k < min(end, b + first)]
-        if near:
-            b = min(near) + 1
+        near = next((k for k in range(b, min(end, b + first)) if k in keyframes), None)
+        if near is not None:
+            b = near + 1
         out.append((a, b))
         a, size = b, min(batch_size, size * 2)
     return out
