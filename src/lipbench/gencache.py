@@ -31,7 +31,13 @@ from .cachedir import cache_root
 from .model import Wav2Lip, batchnorm_layers, state_dict_layout
 from .sysinfo import machine
 
-__all__ = ["CACHE_VERSION", "cache_file", "cache_key", "cached_seeded_generator"]
+__all__ = [
+    "CACHE_VERSION",
+    "cache_file",
+    "cache_key",
+    "cached_seeded_generator",
+    "seeded_random_generator",
+]
 
 log = logging.getLogger("lipbench.gencache")
 

@@ -8,8 +8,8 @@ layers ``lipbench.model.Wav2Lip`` uses (Conv2d/ConvTranspose2d + folded BN, resi
 ReLU, concatenation, the output 1×1 conv and sigmoid); anything else raises.
 
 Three graphs, each with a dynamic batch, holding each weight once between them (so the
-engine can run the cheap encoders in fp32 and only the decoder in bf16, as the torch backend
-does):
+engine can run the cheap encoders in fp32 and only the decoder in bf16; ``openvino_cpu``
+says why):
 
 - ``face``:   face B×6×96×96 → the 7 encoder feature maps (shallowest first)
 - ``audio``:  mel B×1×80×16 → the audio embedding B×512×1×1
