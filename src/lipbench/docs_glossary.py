@@ -39,24 +39,23 @@ class Section:
 
 
 def sections(root: type = record.RunRecord) -> list[Section]:
-    """Every dataclass reachable from ``root``, breadth first in field order, with the
-    places it occurs in a run.json (``chunks[]``, ``weights.<key>``, …)."""
+    """Every dataclass reachable from ``root``, depth first in field order (a nested record
+    right after the first one that holds it), with the places it occurs in a run.json
+    (``chunks[]``, ``weights.<key>``, …)."""
     found: dict[type, Section] = {}
-    queue: list[tuple[type, str]] = [(root, "")]
-    while queue:
-        cls, place = queue.pop(0)
+
+    def visit(cls: type, place: str) -> None:
         if cls in found:
             found[cls].places.append(place)
-            continue
+            return
+        fields = dataclasses.fields(cls)
+        found[cls] = Section(cls.__name__, [place], [(f.name, str(f.type)) for f in fields])
         hints = typing.get_type_hints(cls)
-        found[cls] = Section(
-            cls.__name__,
-            [place],
-            [(f.name, str(f.type)) for f in dataclasses.fields(cls)],
-        )
-        for f in dataclasses.fields(cls):
+        for f in fields:
             for sub, suffix in _dataclasses_in(hints[f.name]):
-                queue.append((sub, f"{place}.{f.name}{suffix}".lstrip(".")))
+                visit(sub, f"{place}.{f.name}{suffix}".lstrip("."))
+
+    visit(root, "")
     return list(found.values())
 
 
