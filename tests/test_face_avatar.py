@@ -142,7 +142,7 @@ def test_large_image_is_downscaled_once_and_face_still_found(big_photo, caplog) 
     x, y, w, h = EXPECTED_XYWH
     s = 1920 / 4000
     expected = [(5 * x + ox) * s, (5 * y + oy) * s, (5 * (x + w) + ox) * s, (5 * (y + h) + oy) * s]
-    box = face.detect_faces(av, pads=(0, 0, 0, 0)).box(0)
+    box = face.detect_faces(av, "haar", pads=(0, 0, 0, 0)).box(0)
     assert near(box, [round(v) for v in expected], tol=5 * 6 * s)
 
 

@@ -1,4 +1,6 @@
-"""Tests for lipbench.face.cache: hits skip detection, keys cover every input, bad files."""
+"""Tests for lipbench.face.cache: raw detections (boxes, landmarks, scores) per avatar frame;
+hits skip detection, a longer job adds only the new frames, keys follow the pixels, bad files
+are ignored and rewritten."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import astronaut_bgr, shift, write_video
 from skimage import data as skdata
 
 from lipbench import face
@@ -19,53 +22,67 @@ def astronaut() -> face.Avatar:
     return face.load_avatar("default")
 
 
-def _forbid_detection(monkeypatch) -> None:
-    def boom(frame):
-        raise AssertionError("detector ran although the cache should have answered")
+def _count_detections(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = detect.detect_frame
 
-    monkeypatch.setattr(detect, "haar_faces", boom)
+    def counting(frame, name):
+        calls.append(1)
+        return real(frame, name)
+
+    monkeypatch.setattr(detect, "detect_frame", counting)
+    return calls
 
 
 def test_cache_hit_skips_detection(astronaut: face.Avatar, tmp_path: Path, monkeypatch) -> None:
     first = face.detect_faces(astronaut, cache_dir=tmp_path)
     assert not first.from_cache
-    key = face.detection_cache_key(astronaut, "haar", (0, 10, 0, 0), 5)
+    key = face.detection_cache_key(astronaut, "yunet")
     path = tmp_path / f"{key}.json"
     assert path.is_file()
     doc = json.loads(path.read_text())
-    assert doc["boxes"] == first.boxes.tolist()
-    assert doc["size"] == doc["original_size"] == [512, 512]
+    assert doc["size"] == doc["original_size"] == [512, 512] and doc["detector"] == "yunet"
+    (row,) = doc["frames"]["0"]  # one face: box, five landmarks, score
+    assert len(row) == 15 and all(v is not None for v in row) and 0.7 <= row[14] <= 1
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left
 
-    _forbid_detection(monkeypatch)
+    calls = _count_detections(monkeypatch)
     second = face.detect_faces(astronaut, cache_dir=tmp_path)
-    assert second.from_cache
+    assert second.from_cache and not calls
     np.testing.assert_array_equal(second.boxes, first.boxes)
-    assert (second.detector, second.pads) == (first.detector, first.pads)
-
-    # other inputs -> other key -> needs detection
-    with pytest.raises(AssertionError, match="detector ran"):
-        face.detect_faces(astronaut, pads=(0, 20, 0, 0), cache_dir=tmp_path)
-
-
-def test_cache_key_depends_on_every_input(astronaut: face.Avatar) -> None:
-    base = face.detection_cache_key(astronaut, "haar", (0, 10, 0, 0), 5)
-    assert base == face.detection_cache_key(astronaut, "haar", [0, 10, 0, 0], 5)
-    others = {
-        face.detection_cache_key(astronaut, "s3fd", (0, 10, 0, 0), 5),
-        face.detection_cache_key(astronaut, "haar", (0, 11, 0, 0), 5),
-        face.detection_cache_key(astronaut, "haar", (0, 10, 0, 0), 3),
-    }
-    assert base not in others and len(others) == 3
+    # pads and smoothing are applied after the cache: same file, no detection
+    other = face.detect_faces(astronaut, pads=(0, 20, 0, 0), cache_dir=tmp_path)
+    assert other.from_cache and not calls and other.box(0)[3] == first.box(0)[3] + 10
+    # another detector: another file, detection runs (Haar: no landmarks, written as null)
+    face.detect_faces(astronaut, "haar", cache_dir=tmp_path)
+    assert calls == [1] and len(list(tmp_path.glob("*.json"))) == 2
+    hdoc = json.loads(
+        (tmp_path / f"{face.detection_cache_key(astronaut, 'haar')}.json").read_text()
+    )
+    assert hdoc["frames"]["0"][0][4:14] == [None] * 10
 
 
-def test_cache_key_follows_max_side(astronaut: face.Avatar, tmp_path: Path) -> None:
+def test_longer_audio_detects_only_the_new_frames(tmp_path: Path, monkeypatch) -> None:
+    frames = [shift(astronaut_bgr(), 2 * k) for k in range(12)]
+    av = face.load_avatar(write_video(tmp_path / "v.mp4", frames))
+    calls = _count_detections(monkeypatch)
+    short = face.detect_faces(av, cache_dir=tmp_path / "c", n_out=5, fps=25.0)
+    assert len(calls) == 5 and list(short.index) == [0, 1, 2, 3, 4]
+    longer = face.detect_faces(av, cache_dir=tmp_path / "c", n_out=9, fps=25.0)
+    assert len(calls) == 9 and not longer.from_cache
+    again = face.detect_faces(av, cache_dir=tmp_path / "c", n_out=9, fps=25.0)
+    assert len(calls) == 9 and again.from_cache
+    np.testing.assert_array_equal(again.boxes, longer.boxes)
+
+
+def test_cache_key_follows_pixels_and_detector(astronaut: face.Avatar, tmp_path: Path) -> None:
     png = Path(skdata.__file__).parent / "astronaut.png"
     assert astronaut.content_hash == hashlib.sha256(png.read_bytes()).hexdigest()
 
-    def key(av: face.Avatar) -> str:
-        return face.detection_cache_key(av, "haar", (0, 10, 0, 0), 5)
+    def key(av: face.Avatar, det: str = "yunet") -> str:
+        return face.detection_cache_key(av, det)
 
+    assert key(astronaut) != key(astronaut, "haar")
     # a limit the 512 px photo does not reach leaves the frames, the hash and the key alone
     assert key(face.load_avatar("default", max_side=512)) == key(astronaut)
     assert key(face.load_avatar("default", max_side=4000)) == key(astronaut)
@@ -95,21 +112,28 @@ def test_cache_key_follows_max_side(astronaut: face.Avatar, tmp_path: Path) -> N
         "",
         '{"version": 1}',
         '["a list"]',
-        None,  # right key, but a box outside the frame
+        "size",  # right key, wrong frame size
+        "row",  # right key, a row of the wrong length
+        "frame",  # right key, a frame index past the avatar's end
     ],
 )
 def test_corrupt_cache_is_ignored_and_rewritten(
-    astronaut: face.Avatar, tmp_path: Path, garbage: str | None
+    astronaut: face.Avatar, tmp_path: Path, garbage: str
 ) -> None:
     good = face.detect_faces(astronaut, cache_dir=tmp_path)
-    key = face.detection_cache_key(astronaut, "haar", (0, 10, 0, 0), 5)
+    key = face.detection_cache_key(astronaut, "yunet")
     path = tmp_path / f"{key}.json"
-    if garbage is None:
-        doc = json.loads(path.read_text())
-        doc["boxes"] = [[0, 0, 9999, 9999]]
+    doc = json.loads(path.read_text())
+    if garbage == "size":
+        doc["size"] = [256, 256]
+    elif garbage == "row":
+        doc["frames"]["0"] = [[1, 2, 3]]
+    elif garbage == "frame":
+        doc["frames"]["7"] = doc["frames"]["0"]
+    if garbage in ("size", "row", "frame"):
         garbage = json.dumps(doc)
     path.write_text(garbage)
     again = face.detect_faces(astronaut, cache_dir=tmp_path)
     assert not again.from_cache
     np.testing.assert_array_equal(again.boxes, good.boxes)
-    assert json.loads(path.read_text())["boxes"] == good.boxes.tolist()
+    assert list(json.loads(path.read_text())["frames"]) == ["0"]

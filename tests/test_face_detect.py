@@ -1,4 +1,5 @@
-"""Tests for lipbench.face.detect, .haar and .boxes: Haar detection, picking, pads, smoothing."""
+"""Tests for lipbench.face.detect, .haar, .yunet and .boxes: detection, picking, pads,
+smoothing, gaps."""
 
 from __future__ import annotations
 
@@ -13,26 +14,30 @@ from lipbench import face
 from lipbench.errors import FaceError, InputError
 from lipbench.face import haar
 
+# FACTS.md: YuNet finds the astronaut's face at x=178, y=63, w=90, h=113.
+YUNET_XYWH = (178, 63, 90, 113)
+
 
 @pytest.fixture(scope="module")
 def astronaut() -> face.Avatar:
     return face.load_avatar("default")
 
 
-def test_detects_astronaut_face_with_pads(astronaut: face.Avatar) -> None:
-    x, y, w, h = EXPECTED_XYWH
-    fb = face.detect_faces(astronaut, pads=(0, 0, 0, 0))
+@pytest.mark.parametrize("detector", ["haar", "yunet"])
+def test_detects_astronaut_face_with_pads(astronaut: face.Avatar, detector: str) -> None:
+    x, y, w, h = EXPECTED_XYWH if detector == "haar" else YUNET_XYWH
+    fb = face.detect_faces(astronaut, detector, pads=(0, 0, 0, 0))
     assert fb.boxes.shape == (1, 4) and fb.boxes.dtype.kind == "i"
     assert near(fb.box(0), (x, y, x + w, y + h))
     raw = fb.box(0)
 
-    padded = face.detect_faces(astronaut)  # default pads (0, 10, 0, 0): 10 px more chin
+    padded = face.detect_faces(astronaut, detector)  # default pads (0, 10, 0, 0): 10 px more chin
     assert padded.pads == (0, 10, 0, 0)
     assert padded.box(0) == (raw[0], raw[1], raw[2], raw[3] + 10)
     assert padded.box(5) == padded.box(0)
 
     t, b, left, r = 7, 3, 11, 13
-    custom = face.detect_faces(astronaut, pads=(t, b, left, r))
+    custom = face.detect_faces(astronaut, detector, pads=(t, b, left, r))
     assert custom.box(0) == (raw[0] - left, raw[1] - t, raw[2] + r, raw[3] + b)
 
 
@@ -121,25 +126,38 @@ def video_avatar(tmp_path_factory) -> tuple[face.Avatar, list[int]]:
     return face.load_avatar(path), shifts
 
 
-def test_video_boxes_fill_gaps_and_smooth(video_avatar) -> None:
+def test_video_boxes_glide_across_gaps_and_smooth(video_avatar) -> None:
     av, shifts = video_avatar
-    raw = face.detect_faces(av, pads=(0, 0, 0, 0), smooth=1)
+    raw = face.detect_faces(av, "haar", pads=(0, 0, 0, 0), smooth=1, fade_s=0)
     assert raw.boxes.shape == (10, 4)
     x, y, w, h = EXPECTED_XYWH
     for k in (0, 3, 5, 9):
         assert near(raw.box(k), (x + shifts[k], y, x + w + shifts[k], y + h)), k
-    # frame 4 (no face) borrows the nearest frame's box (3 and 5 tie: the earlier one)
-    assert raw.box(4) == raw.box(3)
+    # frame 4 (no face): no patch; its box (used only to crop the network's input) lies
+    # between its neighbours' — no jump
+    assert raw.alpha(4) == 0 and raw.alpha(3) == raw.alpha(5) == 1
+    b3, b4, b5 = (np.array(raw.box(k)) for k in (3, 4, 5))
+    assert np.all(np.abs(b4 - (b3 + b5) / 2) <= 1)
 
-    sm = face.detect_faces(av, pads=(0, 0, 0, 0), smooth=5)
+    sm = face.detect_faces(av, "haar", pads=(0, 0, 0, 0), smooth=5)
     assert sm.boxes.shape == (10, 4)
     r = raw.boxes.astype(float)
     for i in range(10):
         lo, hi = max(0, i - 2), min(10, i + 3)
         np.testing.assert_array_equal(sm.boxes[i], np.rint(r[lo:hi].mean(axis=0)).astype(int))
-    # boxes loop by global index like frames
-    assert sm.box(17) == sm.box(7)
-    assert sm.box(20) == sm.box(0)
+    # past the end the video plays backward (ping-pong): output 10 shows frame 8, 17 frame 1
+    assert sm.box(10) == sm.box(8) and sm.box(17) == sm.box(1) and sm.box(18) == sm.box(0)
+
+
+def test_fade_at_gap_edges(video_avatar) -> None:
+    av, _ = video_avatar
+    fb = face.detect_faces(av, "haar", fade_s=2 / 25)  # two frames at 25 fps
+    got = [fb.alpha(k) for k in range(10)]
+    assert got[4] == 0 and got[3] == got[5] == pytest.approx(1 / 3)
+    assert got[2] == got[6] == pytest.approx(2 / 3) and got[1] == got[7] == 1
+    s = fb.faceless_summary()
+    assert s["frames_without_face"] == 1 and s["ranges_without_face"] == [[4, 5]]
+    assert s["frames_faded"] == 4 and s["frames"] == 10
 
 
 def test_video_without_any_face(tmp_path: Path) -> None:

@@ -73,18 +73,58 @@ def pad_mel(mel: np.ndarray) -> np.ndarray:
 
 @dataclass
 class JobInputs:
-    """Everything a replica needs to render any frame range of one job (picklable)."""
+    """Everything a replica needs to render any frame range of one job (picklable).
 
-    mel: np.ndarray  # 80 × M float32, the whole file
-    n_frames: int
+    A video avatar pickles as its path (frames are read on demand in the replica);
+    :meth:`for_range` gives the small input of one chunk: the mel columns and face boxes
+    of its frames only. ``blend``: how the mouth patch is pasted ("feather" or "box", the
+    reference's rectangle; see ``lipbench.face.paste_face``)."""
+
+    mel: np.ndarray  # 80 × M float32: the whole file's, or columns [mel_start, …) of it
+    n_frames: int  # the job's output frames (a chunk's input keeps the job's count)
     fps: float
     avatar: Avatar
     boxes: FaceBoxes
     label: str | None = None  # corner text stamped on every frame (untrained weights)
     meta: dict[str, Any] = field(default_factory=dict)
+    blend: str = "feather"
+    mel_start: int = 0  # first column of the whole file's mel that ``mel`` holds
+    mel_len: int | None = None  # the whole file's mel columns (None: ``mel``'s own)
 
     def __post_init__(self) -> None:
-        self.mel = pad_mel(np.asarray(self.mel, dtype=np.float32))
+        if self.mel_len is None:
+            self.mel = pad_mel(np.asarray(self.mel, dtype=np.float32))
+            self.mel_len = int(self.mel.shape[1])
+
+    def mel_windows(self, a: int, b: int) -> np.ndarray:
+        """(b − a) × 80 × 16 mel windows of global frames [a, b)."""
+        assert self.mel_len is not None
+        starts = mel_window_starts(b - a, self.mel_len, self.fps, first=a) - self.mel_start
+        if len(starts) and (starts.min() < 0 or starts.max() + MEL_STEP > self.mel.shape[1]):
+            raise ValueError(f"frames [{a}, {b}) are outside this input's mel columns")
+        return np.stack([self.mel[:, s : s + MEL_STEP] for s in starts])
+
+    def frame(self, i: int) -> np.ndarray:
+        """The avatar frame output frame ``i`` shows (read-only)."""
+        return self.avatar.frame(self.boxes.avatar_index(i))
+
+    def for_range(self, start: int, end: int) -> JobInputs:
+        """The picklable input of a chunk rendering global frames [start, end): the same
+        frames as the whole input gives, carrying only that range's mel and boxes (and the
+        avatar by reference: a video pickles as its path)."""
+        if not 0 <= start < end <= self.n_frames:
+            raise ValueError(f"frame range [{start}, {end}) outside the job's {self.n_frames}")
+        assert self.mel_len is not None
+        starts = mel_window_starts(end - start, self.mel_len, self.fps, first=start)
+        lo, hi = int(starts.min()), int(starts.max()) + MEL_STEP
+        self.avatar.release()  # no decoder state or kept frames travel with the task
+        return dataclasses.replace(
+            self,
+            mel=self.mel[:, lo - self.mel_start : hi - self.mel_start].copy(),
+            boxes=self.boxes.for_range(start, end),
+            meta=dict(self.meta),
+            mel_start=lo,
+        )
 
 
 @dataclass
@@ -194,20 +234,32 @@ class Renderer:
     def _static_features(self, job: JobInputs) -> Any:
         key = job.meta.get("key", id(job))  # jobs arrive re-pickled per chunk: key by job id
         if self._face_cache is None or self._face_cache[0] != key:
-            face = face_input(crop_face(job.avatar.frame(0), job.boxes.box(0)))[None]
+            face = face_input(crop_face(job.frame(0), job.boxes.box(0)))[None]
             self._face_cache = (key, self.network.encode_face(face))
             self._mel_cache.clear()
         return self._face_cache[1]
 
-    def _faces(self, job: JobInputs, frames: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """96×96 BGR uint8 generated faces for global frame indices ``frames``."""
+    def _faces(
+        self,
+        job: JobInputs,
+        frames: np.ndarray,
+        windows: np.ndarray,
+        pics: list[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """96×96 BGR uint8 generated faces for global frame indices ``frames`` (``pics``:
+        their avatar frames, when already read)."""
         static = job.avatar.is_static and self.options.static_face_features
         mel = windows[:, None]
         if static:
             out = self.network.decode_static(mel, self._static_features(job))
         else:
+            if pics is None:
+                pics = [job.frame(int(i)) for i in frames]
             faces = np.stack(
-                [face_input(crop_face(job.avatar.frame(i), job.boxes.box(i))) for i in frames]
+                [
+                    face_input(crop_face(pic, job.boxes.box(int(i))))
+                    for i, pic in zip(frames, pics, strict=True)
+                ]
             )
             out = self.network.forward(mel, faces)
         return backends.to_faces(out)
@@ -234,6 +286,14 @@ class Renderer:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (global frame indices, 96×96 faces) batch by batch for [start, end)
         (``keyframes``: where the encoder cuts, see ``batch_bounds``)."""
+        for frames, faces, _ in self._batches(job, start, end, keyframes):
+            yield frames, faces
+
+    def _batches(
+        self, job: JobInputs, start: int, end: int, keyframes: Collection[int]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]]:
+        """(frames, faces, their avatar frames or None for a still image): a video's frames
+        are read once, here, and handed on for pasting."""
         bs = self.options.batch_size
         dedup = (
             self.options.reuse_identical_mels
@@ -242,14 +302,14 @@ class Renderer:
         )
         for a, b in batch_bounds(start, end, bs, keyframes=keyframes):
             frames = np.arange(a, b)
-            starts = mel_window_starts(b - a, job.mel.shape[1], job.fps, first=a)
-            windows = np.stack([job.mel[:, s : s + MEL_STEP] for s in starts])
+            windows = job.mel_windows(a, b)
+            pics = None if job.avatar.is_static else [job.frame(int(i)) for i in frames]
             faces = (
                 self._faces_dedup(job, frames, windows)
                 if dedup
-                else self._faces(job, frames, windows)
+                else self._faces(job, frames, windows, pics)
             )
-            yield frames, faces
+            yield frames, faces, pics
 
     def render(
         self, job: JobInputs, start: int, end: int, keyframes: Collection[int] = ()
@@ -258,20 +318,30 @@ class Renderer:
 
         With ``options.overlap`` the network runs one or two batches ahead on a background
         thread while this generator's consumer pastes, labels and encodes (torch, OpenCV and
-        pipe writes release the GIL), so the network does not wait for I/O."""
+        pipe writes release the GIL), so the network does not wait for I/O. A frame whose
+        patch weight is 0 (no face there) is written unchanged."""
         if not 0 <= start < end <= job.n_frames:
             raise ValueError(
                 f"frame range [{start}, {end}) outside the job's {job.n_frames} frames"
             )
-        batches = self.generated_faces(job, start, end, keyframes)
+        batches = self._batches(job, start, end, keyframes)
         if self.options.overlap:
-            batches = _prefetch(batches, depth=2)
-        for frames, faces in batches:
-            for i, face in zip(frames, faces, strict=True):
-                frame = paste_face(job.avatar.frame(int(i)), job.boxes.box(int(i)), face)
-                if job.label:
-                    frame = stamp_label(frame, job.label)
-                yield frame
+            # a video's frames travel with their batch: one batch ahead bounds that memory
+            batches = _prefetch(batches, depth=2 if job.avatar.is_static else 1)
+        try:
+            for frames, faces, pics in batches:
+                if pics is None:
+                    pics = [job.frame(int(i)) for i in frames]
+                for i, face, pic in zip(frames, faces, pics, strict=True):
+                    b = job.boxes
+                    frame = paste_face(
+                        pic, b.box(int(i)), face, alpha=b.alpha(int(i)), blend=job.blend
+                    )
+                    if job.label:
+                        frame = stamp_label(frame, job.label)
+                    yield frame
+        finally:
+            job.avatar.release()  # stop this range's decoder (a video avatar)
 
 
 _DONE = object()

@@ -2,7 +2,8 @@
 
 Every avatar is fitted on load (:mod:`lipbench.face.fit`): at most ``max_side`` pixels on the
 long side and even width and height, so any frame it gives can be encoded as H.264. A video is
-fitted frame by frame while it is read, so a large one never sits in memory at full size.
+read on demand by frame index (:mod:`lipbench.face.video`) and fitted frame by frame, so
+memory does not grow with its length.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from lipbench.errors import InputError
 from lipbench.face.fit import MAX_SIDE, Fit, check_max_side, plan_fit
+from lipbench.face.video import VideoFrames
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,15 @@ IMAGE_EXTENSIONS = frozenset(
 
 @dataclass
 class Avatar:
-    """A static image or a decoded video, BGR uint8 (arrays are read-only).
+    """A static image, or a video read on demand (:class:`VideoFrames`), BGR uint8 read-only.
 
     ``content_hash`` identifies the pixels: the source file's sha256 when the frames are the
     file's own, a hash of that and the fit when loading resized or cropped them.
     ``original_size`` is the (width, height) before the fit (None: same as :attr:`size`).
+    A video avatar pickles as its path and metadata, not its frames.
     """
 
-    frames: list[np.ndarray] | None
+    video: VideoFrames | None
     image: np.ndarray | None
     fps: float | None
     source: str
@@ -49,25 +52,35 @@ class Avatar:
 
     @property
     def is_static(self) -> bool:
-        return self.frames is None
+        return self.video is None
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
-        h, w = self.frame(0).shape[:2]
+        if self.video is not None:
+            return self.video.fit.size
+        assert self.image is not None
+        h, w = self.image.shape[:2]
         return int(w), int(h)
 
     def __len__(self) -> int:
-        return 1 if self.frames is None else len(self.frames)
+        return 1 if self.video is None else len(self.video)
 
-    def frame(self, i: int) -> np.ndarray:
-        """Frame for global output frame index ``i`` (video avatars loop: ``i % len``)."""
-        if i < 0:
-            raise IndexError(f"frame index must be >= 0, got {i}")
-        if self.frames is None:
+    def frame(self, k: int) -> np.ndarray:
+        """Avatar frame ``k`` (``k % len``: which frame an output frame shows is the job's
+        :class:`~lipbench.face.timeline.Timeline`'s business). A static avatar's one image
+        for any ``k``."""
+        if k < 0:
+            raise IndexError(f"frame index must be >= 0, got {k}")
+        if self.video is None:
             assert self.image is not None
             return self.image
-        return self.frames[i % len(self.frames)]
+        return self.video.get(int(k) % len(self.video))
+
+    def release(self) -> None:
+        """Close a video's decoder and drop its kept frames (it reopens when read again)."""
+        if self.video is not None:
+            self.video.close()
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -97,7 +110,7 @@ def _static(bgr: np.ndarray, source: str, source_hash: str, max_side: int) -> Av
     fit = plan_fit(w, h, max_side)
     _log_fit(source, fit, max_side)
     return Avatar(
-        frames=None,
+        video=None,
         image=_readonly(fit.apply(bgr)),
         fps=None,
         source=source,
@@ -140,31 +153,33 @@ def _load_video(path: Path, max_side: int) -> Avatar:
         f"avatar {path} is not a readable video",
         "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4) or use a photo",
     )
-    frames: list[np.ndarray] = []
-    gen = imageio_ffmpeg.read_frames(str(path))
     try:
-        meta: dict[str, Any] = next(gen)
+        gen = imageio_ffmpeg.read_frames(str(path))
+        try:
+            meta: dict[str, Any] = next(gen)
+        finally:
+            gen.close()  # stops the ffmpeg subprocess
         w, h = (int(v) for v in meta["size"])  # size after ffmpeg's auto-rotation
         fps = float(meta.get("fps") or 0.0)
-        fit = plan_fit(w, h, max_side)
-        for chunk in gen:
-            if len(chunk) != w * h * 3:
-                raise bad
-            rgb = np.frombuffer(chunk, dtype=np.uint8).reshape(h, w, 3)
-            frames.append(_readonly(fit.apply(rgb[:, :, ::-1])))
-    except InputError:
-        raise
-    except (RuntimeError, OSError, StopIteration, KeyError, ValueError) as e:
+        # stream copy to a null muxer: counts packets without decoding (fast at any length)
+        n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError, StopIteration, KeyError, ValueError, TypeError) as e:
         raise InputError(f"{bad.problem} ({type(e).__name__})", bad.fix) from e
-    finally:
-        gen.close()  # stops the ffmpeg subprocess even when we bail out early
-    if not frames:
+    if n < 1 or w < 1 or h < 1:
         raise InputError(f"avatar video {path} has no frames", bad.fix)
     if not fps > 0:
         fps = 25.0
+    fit = plan_fit(w, h, max_side)
+    video = VideoFrames(path, n, fps, (w, h), fit)
+    try:
+        video.get(0)  # a video with no decodable frame fails here, in one line
+    except InputError as e:
+        raise InputError(f"avatar video {path} has no decodable frame", bad.fix) from e
+    finally:
+        video.close()
     _log_fit(str(path), fit, max_side)
     return Avatar(
-        frames=frames,
+        video=video,
         image=None,
         fps=fps,
         source=str(path),
@@ -176,7 +191,8 @@ def _load_video(path: Path, max_side: int) -> Avatar:
 def load_avatar(spec: str | Path = DEFAULT_AVATAR, max_side: int = MAX_SIDE) -> Avatar:
     """Load ``"default"`` (scikit-image's astronaut photo), an image file or a video file.
 
-    Images are decoded with OpenCV, videos with imageio-ffmpeg (all frames in memory). Frames
+    Images are decoded with OpenCV; videos with imageio-ffmpeg, on demand (frames are read
+    by index when used, see :mod:`lipbench.face.video`). Frames
     longer than ``max_side`` pixels are downscaled (aspect kept, ``cv2.INTER_AREA``, one log
     line); odd widths/heights lose their last column/row. A missing, empty, unreadable or
     non-media file, or a bad ``max_side``, raises :class:`InputError`.
