@@ -50,15 +50,21 @@ def fake_fps(table: dict[str, float]):
 
 
 def test_calibration_measures_once_then_uses_cache(cache, monkeypatch):
+    from lipbench.backends import batch_calibration
+
     model, _ = load_generator("gan", "/nonexistent", seed=3)
     calls = []
     monkeypatch.setattr(
-        tuning, "decode_fps", lambda m, b, d, **k: calls.append(b) or float(100 - abs(b - 16))
+        batch_calibration,
+        "decode_fps",
+        lambda m, b, d, **k: calls.append(b) or float(100 - abs(b - 16)),
     )
     entry = tuning.calibrate_batch(model, "cpu", 1)
     assert entry["batch_size"] == 16 and sorted(calls) == sorted(tuning.BATCH_CANDIDATES)
     assert json.loads(cache.read_text())  # written
-    monkeypatch.setattr(tuning, "decode_fps", lambda *a, **k: pytest.fail("measured again"))
+    monkeypatch.setattr(
+        batch_calibration, "decode_fps", lambda *a, **k: pytest.fail("measured again")
+    )
     assert tuning.calibrate_batch(model, "cpu", 1)["batch_size"] == 16
     assert tuning.cached_batch("cpu", 1) == 16
     assert tuning.cached_batch("cpu", 7) is None  # other thread counts are separate entries
@@ -75,7 +81,7 @@ def test_calibration_picks_the_fastest_exact_backend_and_caches_it(cache, monkey
     fps, calls = fake_fps({"torch|fp32": 10.0, "openvino|fp32": 12.0})
     monkeypatch.setattr(tuning, "network_fps", fps)
     opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
-    entry, net = tuning.calibrate(model, "cpu", 2, opts)
+    entry, net = tuning.calibrate(model, "cpu", 2, opts, quick=False)
     assert entry["backend"] == "openvino" and entry["precision"] == "fp32"
     assert entry["batch_size"] == 16 and net is not None and net.backend == "openvino"
     assert entry["fidelity"]["exact"] and entry["fidelity"]["max_abs_px"] <= 1  # really measured
@@ -102,13 +108,14 @@ def test_a_backend_that_is_not_exact_on_the_checkpoint_is_not_chosen(cache, monk
     monkeypatch.setattr(fidelity, "check", check)
     fps, calls = fake_fps({"torch|fp32": 10.0, "openvino|fp32": 50.0})
     monkeypatch.setattr(tuning, "network_fps", fps)
-    entry, net = tuning.calibrate(model, "cpu", 2, RenderOptions(batch_size=16, backend="auto"))
+    opts = RenderOptions(batch_size=16, backend="auto")
+    entry, net = tuning.calibrate(model, "cpu", 2, opts, quick=False)
     assert entry["backend"] == "torch" and net.backend == "torch"
     assert entry["options"]["openvino|fp32"]["eligible"] is False
     assert all(key.startswith("torch") for key, _ in calls)  # the ineligible one is not timed
     # named explicitly, it is used as named, its fidelity recorded
     entry, net = tuning.calibrate(
-        model, "cpu", 2, RenderOptions(batch_size="auto", backend="openvino")
+        model, "cpu", 2, RenderOptions(batch_size="auto", backend="openvino"), quick=False
     )
     assert entry["backend"] == "openvino" and entry["fidelity"]["exact"] is False
 
@@ -119,7 +126,7 @@ def test_auto_precision_stays_fp32_without_bf16_hardware(cache, monkeypatch, mod
     fps, calls = fake_fps({"torch|fp32": 10.0, "openvino|fp32": 9.0})
     monkeypatch.setattr(tuning, "network_fps", fps)
     entry, _ = tuning.calibrate(
-        model, "cpu", 2, RenderOptions(batch_size=16, backend="auto", precision="auto")
+        model, "cpu", 2, RenderOptions(batch_size=16, backend="auto", precision="auto"), quick=False
     )
     assert entry["precision"] == "fp32" and entry["bf16_hardware"] is False
     assert all("bf16" not in key for key in entry["options"])
@@ -144,13 +151,15 @@ def test_auto_precision_takes_bf16_on_bf16_hardware_only_above_40_db(cache, monk
 
         return fid
 
-    monkeypatch.setattr(tuning, "fidelity", fake_fidelity(41.0))
-    entry, _ = tuning.calibrate(model, "cpu", 2, opts)
-    assert entry["precision"] == "bf16" and entry["fidelity"]["max_abs_px"] == 17
-    cache.unlink()
-    monkeypatch.setattr(tuning, "fidelity", fake_fidelity(38.0))
-    entry, _ = tuning.calibrate(model, "cpu", 2, opts)
-    assert entry["precision"] == "fp32"
+    for quick in (False, True):  # the first run's quick choice obeys the same bar
+        monkeypatch.setattr(tuning, "fidelity", fake_fidelity(41.0))
+        entry, _ = tuning.calibrate(model, "cpu", 2, opts, quick=quick)
+        assert entry["precision"] == "bf16" and entry["fidelity"]["max_abs_px"] == 17
+        cache.unlink()
+        monkeypatch.setattr(tuning, "fidelity", fake_fidelity(38.0))
+        entry, _ = tuning.calibrate(model, "cpu", 2, opts, quick=quick)
+        assert entry["precision"] == "fp32"
+        cache.unlink()
 
 
 def test_fingerprint_tells_checkpoints_apart(model):
@@ -169,6 +178,7 @@ def test_auto_batch_renderer_matches_fixed_batch(cache, monkeypatch, model):
     from lipbench.face import detect_faces, load_avatar
 
     monkeypatch.setattr(tuning, "network_fps", lambda net, b, seconds=1.5: float(b == 8))
+    monkeypatch.setattr(tuning, "QUICK_FIRST_RUN", False)  # measured, as after `refine`
     av = load_avatar("default")
     boxes = detect_faces(av)
     mel = np.random.default_rng(0).uniform(-4, 4, (80, 120)).astype(np.float32)
@@ -183,3 +193,58 @@ def test_auto_batch_renderer_matches_fixed_batch(cache, monkeypatch, model):
         max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
         <= 1
     )
+
+
+def test_first_run_is_quick_then_refine_measures_the_rest(cache, monkeypatch, model):
+    """Cold cache: the first eligible candidate in expected-speed order (OpenVINO first) at
+    batch 16, nothing timed, marked provisional; ``refine`` then times every candidate at
+    every batch and replaces the entry (torch wins here by the fake rates)."""
+    fps, calls = fake_fps({"torch|fp32": 30.0, "openvino|fp32": 12.0})
+    monkeypatch.setattr(tuning, "network_fps", fps)
+    opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
+    entry, net = tuning.calibrate(model, "cpu", 2, opts)
+    assert calls == [] and entry["provisional"] is True and net.backend == "openvino"
+    assert entry["backend"] == "openvino" and entry["batch_size"] == tuning.FIRST_RUN_BATCH
+    assert entry["fidelity"]["exact"] and set(entry["options"]) == {"openvino|fp32"}
+    assert entry["pending"] == {"candidates": ["torch|fp32"], "batches": [8, 32]}
+    assert tuning.calibrate(model, "cpu", 2, opts) == (entry, None)  # cached as is
+    done = tuning.refine(model, "cpu", 2, opts)
+    assert done["provisional"] is False and done["backend"] == "torch"
+    assert len(calls) == 2 * len(tuning.BATCH_CANDIDATES)
+    assert tuning.calibrate(model, "cpu", 2, opts)[0]["backend"] == "torch"
+    assert tuning.refine(model, "cpu", 2, opts) is None  # nothing pending any more
+
+
+def test_quick_first_run_skips_an_inexact_candidate(cache, monkeypatch, model):
+    from lipbench.backends import fidelity
+
+    real_check = fidelity.check
+
+    def check(net, probe):
+        out = real_check(net, probe)
+        return {**out, "max_abs_px": 3, "exact": False} if net.backend == "openvino" else out
+
+    monkeypatch.setattr(fidelity, "check", check)
+    monkeypatch.setattr(tuning, "network_fps", lambda *a, **k: pytest.fail("timed"))
+    opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
+    entry, net = tuning.calibrate(model, "cpu", 2, opts)
+    assert entry["backend"] == "torch" and net.backend == "torch" and entry["provisional"]
+    assert entry["options"]["openvino|fp32"]["eligible"] is False
+
+
+def test_refine_updates_the_saved_openvino_record(cache, monkeypatch, model):
+    from lipbench.backends import ov_cache
+
+    saved = []
+    monkeypatch.setattr(
+        ov_cache, "store", lambda key, net, m, **kw: saved.append((net.backend, kw))
+    )
+    fps, _ = fake_fps({"torch|fp32": 5.0, "openvino|fp32": 12.0})
+    monkeypatch.setattr(tuning, "network_fps", fps)
+    opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
+    tuning.calibrate(model, "cpu", 2, opts)
+    key = ov_cache.NetworkKey.for_request("sha256:x", opts, 2)
+    done = tuning.refine(model, "cpu", 2, opts, network_key=key)
+    assert saved == [
+        ("openvino", {"batch_size": 16, "fidelity": done["fidelity"], "calibration": done})
+    ]

@@ -8,28 +8,31 @@ everything that determines the weights, and a hit is bit-identical to a fresh bu
 Files live in ``$LIPBENCH_GENERATOR_CACHE``, else ``<cache_root()>/generators`` (~145 MB
 per seed). An unreadable, corrupt or mismatching file is ignored with a WARNING, rebuilt
 and overwritten; a cache that cannot be written never stops a run.
+
+Importing this module does not import torch (``seeded_weights_id`` names seeded weights
+for a run that loads a compiled network and never needs them: ``backends.ov_cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
 import time
 import zlib
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from . import model as model_module
 from .atomic import atomic_path
 from .cachedir import cache_root
-from .model import Wav2Lip, batchnorm_layers, state_dict_layout
 from .sysinfo import machine
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .model import Wav2Lip
 
 __all__ = [
     "CACHE_VERSION",
@@ -37,6 +40,7 @@ __all__ = [
     "cache_key",
     "cached_seeded_generator",
     "seeded_random_generator",
+    "seeded_weights_id",
 ]
 
 log = logging.getLogger("lipbench.gencache")
@@ -46,7 +50,6 @@ CACHE_VERSION = 1
 _FORMAT = "lipbench seeded generator"
 
 
-@torch.no_grad()
 def seeded_random_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
     """An untrained generator, bit-identical for the same seed in any process (on CPU).
 
@@ -59,6 +62,17 @@ def seeded_random_generator(seed: int = 0, calib_batch: int = 4) -> Wav2Lip:
 
     The caller's global RNG state is left untouched.
     """
+    import torch
+
+    with torch.no_grad():
+        return _seeded(seed, calib_batch)
+
+
+def _seeded(seed: int, calib_batch: int) -> Wav2Lip:
+    import torch
+
+    from .model import Wav2Lip, batchnorm_layers
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.device("cpu"):
@@ -89,22 +103,49 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LIPBENCH_GENERATOR_CACHE") or cache_root() / "generators")
 
 
+def _code_bytes() -> bytes:
+    """model.py and this module (which holds seeded_random_generator), read as files: no
+    import of torch. Source may be unavailable (zipped installs)."""
+    try:
+        here = Path(__file__)
+        return (here.parent / "model.py").read_bytes() + here.read_bytes()
+    except OSError:
+        return b"no source"
+
+
 def _source_hash() -> str:
     """The architecture (parameter names, dtypes, shapes) and the code that initialises it
     (model.py, and this module, which holds seeded_random_generator): a change to either
     invalidates the file."""
+    from .model import state_dict_layout
+
     h = hashlib.sha256()
     for name, (dtype, shape) in sorted(state_dict_layout().items()):
         h.update(f"{name}|{dtype}|{shape}\n".encode())
-    try:  # source may be unavailable (zipped installs); names + shapes + version still hold
-        h.update(Path(inspect.getfile(model_module)).read_bytes())
-        h.update(Path(__file__).read_bytes())
-    except (OSError, TypeError):
-        h.update(b"no source")
+    h.update(_code_bytes())
     return h.hexdigest()
 
 
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def seeded_weights_id(seed: int = 0, calib_batch: int = 4) -> str:
+    """A name for the seeded weights of ``seed`` that changes whenever they could: the
+    procedure's code (model.py, this module), torch's version and the CPU model, as
+    ``cache_key``. Computed without importing torch (the architecture's shapes are in
+    model.py's source)."""
+    h = hashlib.sha256(_code_bytes())
+    h.update(f"v{CACHE_VERSION}|{seed}|{calib_batch}|torch {_torch_version()}|{machine()['cpu']}".encode())  # fmt: skip
+    return f"seeded-random:seed={int(seed)}:b{int(calib_batch)}:{h.hexdigest()[:20]}"
+
+
 def cache_key(seed: int, calib_batch: int) -> dict[str, Any]:
+    import torch
+
     # The CPU model too: calibration is float64 rounded to bf16, but a cache directory
     # shared between different hosts (NFS home) must not assume that covers every ISA.
     return {
@@ -134,6 +175,11 @@ def _checksum(sd: dict[str, Tensor]) -> int:
 
 def _read(path: Path, key: dict[str, Any]) -> dict[str, Tensor]:
     """The cached state dict, or ValueError/any torch.load error if it is not usable."""
+    import torch
+    from torch import Tensor
+
+    from .model import state_dict_layout
+
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
         raise ValueError("not a lipbench generator cache file")
@@ -151,6 +197,10 @@ def _read(path: Path, key: dict[str, Any]) -> dict[str, Tensor]:
 
 
 def _from_state_dict(sd: dict[str, Tensor]) -> Wav2Lip:
+    import torch
+
+    from .model import Wav2Lip
+
     with torch.device("meta"):  # no random init: every tensor is replaced below
         model = Wav2Lip()
     model.load_state_dict(sd, strict=True, assign=True)  # assign: no 145 MB copy
@@ -158,6 +208,8 @@ def _from_state_dict(sd: dict[str, Tensor]) -> Wav2Lip:
 
 
 def _write(path: Path, key: dict[str, Any], sd: dict[str, Tensor]) -> None:
+    import torch
+
     obj = {"format": _FORMAT, "key": key, "crc32": _checksum(sd), "state_dict": sd}
     try:
         with atomic_path(path) as tmp:

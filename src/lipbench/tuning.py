@@ -14,42 +14,56 @@ level of 255 vs plain fp32 on real batches); bf16 is a candidate only on a CPU w
 hardware (AMX or AVX-512-BF16), only if it really computes in bf16, and only with PSNR ≥
 40 dB on the generated faces. Among the eligible, the fastest wins. A backend or precision
 named explicitly is used as named; its fidelity is still measured and recorded.
+
+First run (issue 27): measuring every candidate at every batch size cost 24 s before the
+first frame of a fresh clone's demo (33 s on a loaded 2-core AMD EPYC). So ``calibrate``
+by default checks the candidates in a fixed order of expected speed (OpenVINO before torch,
+bf16 before fp32 where bf16 is a candidate) and takes the first one that is eligible, at
+batch ``FIRST_RUN_BATCH``, without timing anything; the entry is marked ``provisional``.
+``refine`` (to be called after the first video, or by any later run that can spare the
+time) measures the rest as before and replaces the entry. Eligibility rules are the same
+in both: the quick choice is never less exact, only possibly not the fastest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import backends
-from .atomic import write_text_atomic
-from .cachedir import cache_root
+from .backends.batch_calibration import (
+    BATCH_CANDIDATES,
+    CACHE_VERSION,
+    cached_batch,
+    calibrate_batch,
+    decode_fps,
+)
+from .backends.calcache import _load, _update, cache_path
 from .sysinfo import machine
 
 log = logging.getLogger("lipbench.tuning")
+__all__ = [
+    "BATCH_CANDIDATES",
+    "CACHE_VERSION",
+    "cache_path",
+    "cached_batch",
+    "calibrate",
+    "calibrate_batch",
+    "decode_fps",
+    "refine",
+]
 
-BATCH_CANDIDATES = (8, 16, 32)
-CACHE_VERSION = 1  # the batch-only entries of calibrate_batch
+FIRST_RUN_BATCH = 16  # the quick calibration's batch (the best of the three on the hosts seen)
+QUICK_FIRST_RUN = True  # calibrate(): quick provisional choice on a cold cache
+# expected speed order (OpenVINO ≥ torch in every measurement so far: 2-core AMD EPYC,
+# 2-core Xeon with AMX; bf16 ≫ fp32 where it is native): the quick choice's search order
+_PRIOR = {("openvino", "bf16"): 0, ("openvino", "fp32"): 1, ("torch", "bf16"): 2, ("torch", "fp32"): 3}  # fmt: skip
 CHOICE_VERSION = 2  # speed / fidelity / choice entries of calibrate
 REFERENCE_KEY = "torch|fp32|NCHW"  # plain fp32: the fidelity reference itself
-
-
-def cache_path() -> Path:
-    return cache_root() / "calibration.json"
-
-
-def _key(device: str, threads: int) -> str:
-    m = machine()
-    return f"v{CACHE_VERSION}|{m['cpu']}|{m['cores']}|torch {torch.__version__}|{device}|{threads} threads"
 
 
 def _engines() -> str:
@@ -71,101 +85,6 @@ def _speed_key(device: str, threads: int) -> str:
 
 def _fidelity_key(device: str, fp: str) -> str:
     return f"v{CHOICE_VERSION}|fidelity|{machine()['cpu']}|{_engines()}|{device}|{fp}"
-
-
-def _load() -> dict[str, Any]:
-    try:
-        return json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Serialise read-modify-write of the cache between replicas calibrating at once."""
-    path = cache_path().with_suffix(".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a")  # noqa: SIM115 - held for the block
-    except OSError:
-        yield
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _update(key: str, entry: Any, merge: bool = False) -> None:
-    """Write one entry (merged into an existing dict entry with ``merge``)."""
-    with _locked():
-        cache = _load()
-        if merge and isinstance(cache.get(key), dict):
-            entry = {**cache[key], **entry}
-        cache[key] = entry
-        try:
-            write_text_atomic(cache_path(), json.dumps(cache, indent=2) + "\n")
-        except OSError as exc:  # a read-only home must not stop a run
-            log.warning("could not write the calibration cache %s: %s", cache_path(), exc)
-
-
-# --------------------------------------------------------------------------- batch only
-
-
-def decode_fps(
-    model: torch.nn.Module,
-    batch: int,
-    device: str,
-    seconds: float = 1.5,
-    channels_last: bool = True,
-) -> float:
-    """Frames/s of the per-frame work for a static avatar (audio encoder + decoder)."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    mel = torch.randn(batch, 1, 80, 16, device=device).contiguous(memory_format=fmt)
-    face = torch.rand(1, 6, 96, 96, device=device).contiguous(memory_format=fmt)
-    with torch.inference_mode():
-        feats = model.encode_face(face)
-        expanded = [f.expand(batch, -1, -1, -1) for f in feats]
-        model.decode(model.encode_audio(mel), expanded)  # warm-up
-        n, t0 = 0, time.perf_counter()
-        while True:
-            model.decode(model.encode_audio(mel), expanded)
-            n += batch
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if time.perf_counter() - t0 >= seconds:
-                break
-    return n / (time.perf_counter() - t0)
-
-
-def calibrate_batch(
-    model: torch.nn.Module, device: str, threads: int, candidates=BATCH_CANDIDATES
-) -> dict[str, Any]:
-    """Measure each batch size of a torch model at ``threads`` threads; cache the best."""
-    key = _key(device, threads)
-    cache = _load()
-    if key in cache:
-        return cache[key]
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        table = {str(b): round(decode_fps(model, b, device), 3) for b in candidates}
-    finally:
-        torch.set_num_threads(before)
-    best = int(max(table, key=table.get))
-    entry = {
-        "batch_size": best,
-        "threads": threads,
-        "fps_by_batch": table,
-        "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    _update(key, entry)
-    log.info("calibrated batch size %d for %d thread(s) on %s: %s", best, threads, device, table)
-    return entry
-
-
-def cached_batch(device: str, threads: int) -> int | None:
-    entry = _load().get(_key(device, threads))
-    return int(entry["batch_size"]) if entry else None
 
 
 # --------------------------------------------------------------------------- backends
@@ -268,26 +187,111 @@ def _eligible(fid: dict[str, Any], precision: str, options: Any) -> bool:
     return bool(fid["passes_psnr"]) or options.backend != "auto"
 
 
-def calibrate(
-    model: torch.nn.Module, device: str, threads: int, options: Any
-) -> tuple[dict[str, Any], backends.Network | None]:
-    """Pick backend, precision and batch size for ``options`` (a render.RenderOptions whose
-    backend / precision / batch_size may be ``auto``) on this machine at ``threads``.
-
-    Returns the choice (recorded as the replica's ``calibration``) and the chosen network if
-    it was built here (None when everything came from the cache)."""
-    batches = BATCH_CANDIDATES if options.batch_size == "auto" else (int(options.batch_size),)
-    pairs = candidates(device, options.backend, options.precision)
+def _choice_key(model: torch.nn.Module, device: str, threads: int, options: Any) -> tuple[str, str, str]:  # fmt: skip
+    """(the choice's cache key, the checkpoint fingerprint, the request as text)."""
     fp = fingerprint(model)
     want = f"{options.backend}/{options.precision}/{options.batch_size}"
     layout = (
         f"{'cl' if options.channels_last else 'nchw'}{'+fold' if options.fold_batchnorm else ''}"
     )
-    choice_key = f"{_speed_key(device, threads)}|choice|{fp}|{want}|{layout}"
+    return f"{_speed_key(device, threads)}|choice|{fp}|{want}|{layout}", fp, want
+
+
+def _build(model: torch.nn.Module, device: str, backend: str, precision: str, threads: int, options: Any) -> backends.Network:  # fmt: skip
+    return backends.build(
+        model, device, backend, precision, threads=threads,
+        channels_last=options.channels_last, fold_batchnorm=options.fold_batchnorm,
+    )  # fmt: skip
+
+
+def _entry(row: dict[str, Any], batch: int, threads: int, rows: dict[str, Any], want: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    fps = {b: v for b, v in row["fps_by_batch"].items() if v is not None}
+    return {
+        "backend": row["backend"],
+        "precision": row["precision"],
+        "effective_precision": row["fidelity"]["effective_precision"],
+        "batch_size": batch,
+        "threads": threads,
+        "fidelity": row["fidelity"],
+        "fps_by_batch": fps,
+        "options": rows,
+        "bf16_hardware": backends.has_bf16_hardware(),
+        "requested": want,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    }
+
+
+def calibrate(
+    model: torch.nn.Module, device: str, threads: int, options: Any, quick: bool | None = None
+) -> tuple[dict[str, Any], backends.Network | None]:
+    """Pick backend, precision and batch size for ``options`` (a render.RenderOptions whose
+    backend / precision / batch_size may be ``auto``) on this machine at ``threads``.
+
+    ``quick`` (default ``QUICK_FIRST_RUN``): on a cold cache, the first eligible candidate
+    in ``_PRIOR`` order at ``FIRST_RUN_BATCH``, marked ``provisional`` (see ``refine``);
+    otherwise every candidate at every batch size, the fastest eligible one.
+
+    Returns the choice (recorded as the replica's ``calibration``) and the chosen network if
+    it was built here (None when everything came from the cache)."""
+    choice_key, fp, want = _choice_key(model, device, threads, options)
     hit = _load().get(choice_key)
     if hit is not None:
         return hit, None
+    quick = QUICK_FIRST_RUN if quick is None else quick
+    batches = BATCH_CANDIDATES if options.batch_size == "auto" else (int(options.batch_size),)
+    pairs = candidates(device, options.backend, options.precision)
+    if quick and len(pairs) * len(batches) > 1:
+        return _quick(model, device, threads, options, choice_key, fp, want)
+    return _full(model, device, threads, options, choice_key, fp, want)
 
+
+def _quick(model: torch.nn.Module, device: str, threads: int, options: Any, choice_key: str, fp: str, want: str) -> tuple[dict[str, Any], backends.Network]:  # fmt: skip
+    """The first eligible candidate in expected-speed order; nothing timed."""
+    t0 = time.perf_counter()
+    pairs = sorted(candidates(device, options.backend, options.precision), key=lambda p: _PRIOR[p])
+    batch = FIRST_RUN_BATCH if options.batch_size == "auto" else int(options.batch_size)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    probe = _Probe(model, device)
+    rows: dict[str, dict[str, Any]] = {}
+    first: tuple[str, backends.Network] | None = None
+    chosen = None
+    try:
+        for backend, precision in pairs:
+            net = _build(model, device, backend, precision, threads, options)
+            fid = fidelity(model, net, device, fp, probe)
+            ok = _eligible(fid, precision, options)
+            rows[net.key] = {"backend": backend, "precision": precision, "eligible": ok,
+                             "fps_by_batch": {}, "fidelity": fid}  # fmt: skip
+            first = first or (net.key, net)
+            if ok:
+                chosen = (net.key, net)
+                break
+            log.warning("%s is not eligible on this checkpoint: %s", net.key, fid)
+    finally:
+        torch.set_num_threads(before)
+    if chosen is None:  # as _full: the first candidate, said loudly
+        log.warning("no candidate among %s passed its fidelity check; using %s", list(rows), first[0])  # type: ignore[index]  # fmt: skip
+        chosen = first
+    key, net = chosen  # type: ignore[misc]
+    measured = set(rows)
+    pending = [f"{b}|{p}" for b, p in pairs if not any(k.startswith(f"{b}|{p}") for k in measured)]
+    entry = _entry(rows[key], batch, threads, rows, want, provisional=True,
+                   pending={"candidates": pending, "batches": [b for b in BATCH_CANDIDATES if b != batch]
+                            if options.batch_size == "auto" else []},
+                   calibration_s=round(time.perf_counter() - t0, 3))  # fmt: skip
+    _update(choice_key, entry)
+    log.info("first-run calibration of %s: %s %s, batch %d in %.1f s (provisional: `refine` measures %s)",
+             want, entry["backend"], entry["precision"], batch, entry["calibration_s"], entry["pending"])  # fmt: skip
+    return entry, net
+
+
+def _full(model: torch.nn.Module, device: str, threads: int, options: Any, choice_key: str, fp: str, want: str) -> tuple[dict[str, Any], backends.Network]:  # fmt: skip
+    """Every candidate's fidelity, the eligible ones timed at each batch size."""
+    t0 = time.perf_counter()
+    batches = BATCH_CANDIDATES if options.batch_size == "auto" else (int(options.batch_size),)
+    pairs = candidates(device, options.backend, options.precision)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     probe = _Probe(model, device)
@@ -296,10 +300,7 @@ def calibrate(
     speed_key = _speed_key(device, threads)
     try:
         for backend, precision in pairs:
-            net = backends.build(
-                model, device, backend, precision, threads=threads,
-                channels_last=options.channels_last, fold_batchnorm=options.fold_batchnorm,
-            )  # fmt: skip
+            net = _build(model, device, backend, precision, threads, options)
             key = net.key
             fid = fidelity(model, net, device, fp, probe)
             ok = _eligible(fid, precision, options)
@@ -333,23 +334,36 @@ def calibrate(
     chosen = max(eligible, key=best_fps)
     for k in set(built) - {chosen}:
         del built[k]  # free the other candidates' weights now
-    row = rows[chosen]
-    fps = {b: v for b, v in row["fps_by_batch"].items() if v is not None}
+    fps = {b: v for b, v in rows[chosen]["fps_by_batch"].items() if v is not None}
     batch = int(max(fps, key=fps.get)) if fps else batches[0]
-    entry = {
-        "backend": row["backend"],
-        "precision": row["precision"],
-        "effective_precision": row["fidelity"]["effective_precision"],
-        "batch_size": batch,
-        "threads": threads,
-        "fidelity": row["fidelity"],
-        "fps_by_batch": fps,
-        "options": rows,
-        "bf16_hardware": backends.has_bf16_hardware(),
-        "requested": want,
-        "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    entry = _entry(rows[chosen], batch, threads, rows, want, provisional=False,
+                   calibration_s=round(time.perf_counter() - t0, 3))  # fmt: skip
     _update(choice_key, entry)
     log.info("calibrated %s: %s %s, batch %d (%d thread(s))", want, entry["backend"],
              entry["precision"], batch, threads)  # fmt: skip
     return entry, built[chosen]
+
+
+def refine(
+    model: torch.nn.Module,
+    device: str,
+    threads: int,
+    options: Any,
+    network_key: Any = None,  # backends.ov_cache.NetworkKey of this request, to re-save
+) -> dict[str, Any] | None:
+    """Finish a provisional (first-run) calibration: every candidate at every batch size,
+    as ``calibrate(quick=False)``; the entry is replaced, so the next run uses the measured
+    choice. With ``network_key`` the saved OpenVINO network's record is replaced too (or
+    marked torch, when torch won). Returns the new entry, or None when nothing was pending
+    (no entry, or one already measured in full)."""
+    choice_key, fp, want = _choice_key(model, device, threads, options)
+    hit = _load().get(choice_key)
+    if not isinstance(hit, dict) or not hit.get("provisional"):
+        return None
+    entry, net = _full(model, device, threads, options, choice_key, fp, want)
+    if network_key is not None:
+        from .backends import ov_cache
+
+        ov_cache.store(network_key, net, model, batch_size=int(entry["batch_size"]),
+                       fidelity=entry["fidelity"], calibration=entry)  # fmt: skip
+    return entry

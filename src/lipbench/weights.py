@@ -7,24 +7,34 @@
 - A file that is present but unusable (not a torch file, truncated, wrong architecture,
   a SyncNet or discriminator checkpoint, NaNs) raises ``WeightsError`` naming the file,
   what is wrong and how to fix it. There is never a silent fallback to random weights.
+
+Importing this module does not import torch: ``weights_identity`` says which weights a
+checkpoint name gives (a file's sha256, or the seeded weights' id) without loading them, so
+a run that finds them already compiled (``backends.ov_cache``) never needs torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text_atomic
+from .cachedir import cache_root
 from .errors import WeightsError
-from .gencache import cached_seeded_generator, seeded_random_generator
-from .model import Wav2Lip, batchnorm_layers, state_dict_layout
+from .gencache import cached_seeded_generator, seeded_random_generator, seeded_weights_id
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from .model import Wav2Lip
 
 __all__ = [
     "DEFAULT_FILES",
@@ -36,6 +46,7 @@ __all__ = [
     "save_official_checkpoint",
     "seeded_random_generator",
     "sha256_file",
+    "weights_identity",
 ]
 
 log = logging.getLogger("lipbench.weights")
@@ -82,12 +93,68 @@ def checkpoint_path(
     return Path(weights_dir) / table[name]
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def _sha256_read(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _memo_path() -> Path:
+    return cache_root() / "sha256.json"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The file's sha256, remembered by (real path, device, inode, size, mtime_ns) in
+    ``<cache_root()>/sha256.json``: a checkpoint of a few hundred MB is read once (≈ 0.5 s),
+    not on every start. A file rewritten in place changes its mtime, so a stale hit needs a
+    same-size rewrite within one mtime tick."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _sha256_read(path)  # raises the OSError the caller expects
+    stamp = f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        hit = json.loads(_memo_path().read_text()).get(stamp)
+    except (OSError, ValueError):
+        hit = None
+    if isinstance(hit, str) and len(hit) == 64:
+        return hit
+    digest = _sha256_read(path)
+    with contextlib.suppress(OSError, ValueError):  # a read-only cache: just not remembered
+        _memo_path().parent.mkdir(parents=True, exist_ok=True)
+        with open(_memo_path().with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                memo = json.loads(_memo_path().read_text())
+            except (OSError, ValueError):
+                memo = {}
+            if len(memo) > 256:  # bounded: old stamps of replaced files go
+                memo = {}
+            memo[stamp] = digest
+            write_text_atomic(_memo_path(), json.dumps(memo, indent=1) + "\n")
+    return digest
+
+
+def weights_identity(
+    name: str,
+    weights_dir: str | os.PathLike = DEFAULT_WEIGHTS_DIR,
+    files: dict[str, str] | None = None,
+    seed: int = 0,
+) -> tuple[WeightsInfo, str]:
+    """Which weights ``load_generator(name, weights_dir, files, seed)`` would give, without
+    loading them or importing torch: (their ``WeightsInfo``, an id naming them exactly —
+    ``sha256:<hex>`` of the file, or ``gencache.seeded_weights_id``). The file is not
+    validated here: a compiled network is cached only after ``load_generator`` accepted it."""
+    path = checkpoint_path(name, weights_dir, files)
+    if not path.exists():
+        return (
+            WeightsInfo(name, None, "seeded-random", None, seed, False),
+            seeded_weights_id(seed),
+        )
+    digest = sha256_file(path)
+    return WeightsInfo(name, str(path), "file", digest, None, True), f"sha256:{digest}"
 
 
 # --------------------------------------------------------------------------- reading files
@@ -113,6 +180,8 @@ def _sniff(path: Path) -> tuple[bool, str]:
 
 
 def _read_torch_file(path: Path, map_location: str | torch.device) -> Any:
+    import torch
+
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} is not a regular file", _DOWNLOAD_FIX)
     try:
@@ -141,6 +210,8 @@ def _read_torch_file(path: Path, map_location: str | torch.device) -> Any:
 
 
 def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
+    from torch import Tensor
+
     if not isinstance(obj, dict):
         raise WeightsError(
             f"checkpoint {path} holds a {type(obj).__name__}, not a dict with a 'state_dict'",
@@ -179,6 +250,10 @@ def _few(keys: list[str], n: int = 3) -> str:
 
 
 def _check_generator_state_dict(sd: dict[str, Tensor], path: Path) -> None:
+    import torch
+
+    from .model import state_dict_layout
+
     keys = set(sd)
 
     def has(prefix: str) -> bool:
@@ -256,6 +331,10 @@ def load_state_dict_file(
 
 
 def _model_from_state_dict(sd: dict[str, Tensor], path: Path, device: torch.device) -> Wav2Lip:
+    import torch
+
+    from .model import Wav2Lip, batchnorm_layers
+
     with torch.device("meta"):  # skip random init: every tensor is overwritten below
         model = Wav2Lip()
     model.to_empty(device=device)
@@ -282,6 +361,8 @@ def load_generator(
     ``trained=False``) and logs a WARNING; if it is present but unusable, raises
     ``WeightsError``.
     """
+    import torch
+
     dev = torch.device(device)
     path = checkpoint_path(name, weights_dir, files)
     if not path.exists():
@@ -307,6 +388,8 @@ def load_generator(
 def save_official_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     """Save ``model`` the way the official checkpoints are laid out (DataParallel
     ``module.`` prefix under ``state_dict``, plus the bookkeeping keys). Atomic."""
+    import torch
+
     ckpt = {
         "state_dict": {_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": None,

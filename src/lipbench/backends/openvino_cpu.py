@@ -14,18 +14,27 @@ by side then both pin to the first core of their affinity mask and share it. Mea
 both on CPU 0; pinning off 7.0 + 6.8; each bound to its own core (``os.sched_setaffinity``)
 6.6 + 6.6 pinned, 7.5 + 6.4 unpinned; one 2-thread replica 11.8. So pinning is off unless
 asked for (``pin_threads``); a pool that binds each replica to its own cores may turn it on.
+
+Importing this module does not import torch: a network built from graphs saved as IR
+(``lipbench.backends.ov_cache``) runs without it; only ``OpenVINONetwork(model, ...)``,
+which translates the torch module, needs torch.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cachedir import cache_root
-from ..model import Wav2Lip
-from .ov_graph import build_graphs
+
+if TYPE_CHECKING:
+    from ..model import Wav2Lip
+
+GRAPHS = ("face", "audio", "decode")
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -58,30 +67,49 @@ class OpenVINONetwork:
     device = "cpu"
 
     def __init__(
-        self, model: Wav2Lip, precision: str, threads: int, *, pin_threads: bool = False
+        self,
+        model: Wav2Lip | None,
+        precision: str,
+        threads: int,
+        *,
+        pin_threads: bool = False,
+        graphs: Mapping[str, Any] | None = None,
     ) -> None:
+        """Compile ``model``'s graphs (translated from torch), or ``graphs``: name → an
+        ``openvino.Model`` or the path of a saved IR (``ov_cache``: no torch needed)."""
         self.precision = precision
         self.threads = threads
         self.pin_threads = pin_threads
         self.key = f"openvino|{precision}"
-        config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "ENABLE_CPU_PINNING": pin_threads,
-        }
+        if graphs is None:
+            if model is None:
+                raise ValueError("OpenVINONetwork needs a model or its graphs")
+            from .ov_graph import build_graphs  # imports torch
+
+            graphs = build_graphs(model)
         # the graphs compiled now, then dropped: the weights live once, in the compiled
         # models (≈ 1 s on 2 cores; ≈ 0.15 s from OpenVINO's cache)
         self._compiled: dict[str, Any] = {}
         self._requests: dict[str, Any] = {}
-        for name, graph in build_graphs(model).items():
-            hint = _HINTS[precision] if name == "decode" else _HINTS["fp32"]
-            compiled = _core().compile_model(
-                graph, "CPU", {**config, "INFERENCE_PRECISION_HINT": hint}
-            )
+        for name in GRAPHS:
+            graph = graphs[name]
+            graph = str(graph) if isinstance(graph, Path) else graph
+            compiled = _core().compile_model(graph, "CPU", self.compile_config(name))
             self._compiled[name] = compiled
             self._requests[name] = compiled.create_infer_request()
         self.effective_precision = _effective(self._compiled["decode"])
+
+    def compile_config(self, name: str) -> dict[str, Any]:
+        """OpenVINO's CPU configuration for graph ``name``: f32 encoders, the asked
+        precision's hint for the decoder."""
+        hint = _HINTS[self.precision] if name == "decode" else _HINTS["fp32"]
+        return {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": self.pin_threads,
+            "INFERENCE_PRECISION_HINT": hint,
+        }
 
     def _run(self, name: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One inference; not thread-safe (a Renderer calls its network from one thread)."""
