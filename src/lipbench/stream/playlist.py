@@ -39,6 +39,7 @@ class StreamPublisher:
         self.stream_dir = Path(stream_dir)
         self.playlist = self.stream_dir / PLAYLIST
         self.chunk_dirs = [Path(t.seg_dir) for t in targets]
+        self.origins = [t.origin_s for t in targets]
         self.keyframes = [keyframe_times(settings, t) for t in targets]
         self.fps = settings.fps
         self.target_s = max(1, math.ceil(settings.keyframe_s))
@@ -74,7 +75,7 @@ class StreamPublisher:
             if attempt is None:
                 break
             done = (attempt / DONE).exists()  # before reading the list
-            segments = read_segment_list(attempt)
+            segments = read_segment_list(attempt, self.origins[self._chunk])
             for i in range(self._taken, len(segments)):
                 if not done and not ends_at_cut(
                     segments[i], i, self.keyframes[self._chunk], self.fps
@@ -119,7 +120,7 @@ class StreamPublisher:
             "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:EVENT",
         ]  # fmt: skip
         for uri, seg, new_chunk in self.entries:
-            if new_chunk:  # each chunk's timestamps start afresh
+            if new_chunk:  # a new encode (the timestamps go on; the encoder state does not)
                 lines.append("#EXT-X-DISCONTINUITY")
             lines += [f"#EXTINF:{seg.duration_s:.3f},", uri]
         if ended:

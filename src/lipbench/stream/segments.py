@@ -1,6 +1,9 @@
-"""The replica side of streaming: a chunk's frames → MPEG-TS segments with the chunk's slice
+"""The replica side of streaming: a chunk's frames → MPEG-TS segments with the chunk's share
 of the audio, cut at the encoder's keyframes (``EncoderSettings.keyframe_s``), each listed in
-``segments.csv`` by ffmpeg as it closes. Each attempt at a chunk writes into a folder of its
+``segments.csv`` by ffmpeg as it closes. All chunks' segments, in play order, form one
+MPEG-TS stream: timestamps on the whole video's timeline, continuity counters that go on from
+segment to segment (flagged where a chunk's new encode starts), and AAC packets that tile (each
+chunk keeps its share of one whole-audio encode: ``audio_packets``). Each attempt at a chunk writes into a folder of its
 own (a retry never touches segments a player may already have), and marks it ``done`` once
 ffmpeg has closed the last segment. The segments' video is then joined by stream copy into
 the chunk's video-only MP4, so the final MP4 is made from the segments that streamed (after a
@@ -29,8 +32,9 @@ DONE = "done"  # in an attempt's folder: ffmpeg closed its last segment cleanly
 RETRY_PREFIX = "retry_"  # a retried chunk's attempts: <chunk folder>/retry_1, retry_2, ...
 # every segment URI a playlist can list, relative to the stream folder (the server's filter)
 SEGMENT_URI = r"chunk_\d{3}/(?:retry_\d+/)?seg_\d{5}\.ts"
-# ffmpeg's AAC encoder starts with 1024 samples of priming; the muxer shifts every stream so
-# the audio starts at 0, so the times ffmpeg lists run this much after the video's own.
+# ffmpeg's AAC encoder starts with 1024 samples of priming. Every segment's timestamps are the
+# WHOLE video's time plus this lead (so that the priming packet of the video's start sits at
+# 0), in every chunk: the chunks' segments play as one continuous timeline.
 AUDIO_LEAD_S = 1024 / SAMPLE_RATE
 
 
@@ -44,6 +48,11 @@ class StreamTarget:
     duration_s: float  # its frames / fps
     audio_bitrate: str = "128k"
 
+    @property
+    def origin_s(self) -> float:
+        """Where the chunk's first frame sits on its segments' timeline."""
+        return self.start_s + AUDIO_LEAD_S
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -56,8 +65,11 @@ class Segment:
         return self.end_s - self.start_s
 
 
-def read_segment_list(seg_dir: str | os.PathLike) -> list[Segment]:
-    """The segments ffmpeg has closed so far (a line still being written is skipped)."""
+def read_segment_list(seg_dir: str | os.PathLike, origin_s: float = AUDIO_LEAD_S) -> list[Segment]:
+    """The segments ffmpeg has closed so far (a line still being written is skipped), in the
+    chunk's own video time: ffmpeg lists stream times, which run ``origin_s`` (the chunk's
+    start + ``AUDIO_LEAD_S``: ``StreamTarget.origin_s``) ahead. The first segment starts at
+    the chunk's first frame, so its length leaves the audio priming out."""
     path = Path(seg_dir) / SEGMENT_LIST
     try:
         text = path.read_text(encoding="utf-8")
@@ -68,7 +80,7 @@ def read_segment_list(seg_dir: str | os.PathLike) -> list[Segment]:
         if not line.endswith("\n"):
             break
         name, start, end = line.strip().rsplit(",", 2)
-        done.append(Segment(name, float(start), float(end)))
+        done.append(Segment(name, max(0.0, float(start) - origin_s), float(end) - origin_s))
     return done
 
 
@@ -122,7 +134,7 @@ def ends_at_cut(segment: Segment, index: int, keyframes: list[float], fps: float
     """Did ffmpeg close segment ``index`` at its keyframe cut (not early, at an end of input)?"""
     if index >= len(keyframes):
         return False  # the chunk's last segment: complete only once its attempt is done
-    expected = keyframes[index] + AUDIO_LEAD_S
+    expected = keyframes[index]
     return abs(segment.end_s - expected) <= 0.5 / fps
 
 
@@ -149,12 +161,20 @@ class SegmentWriter:
         cmd = [
             ffmpeg_exe(s.ffmpeg), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             *s.raw_input_args(w, h),
-            "-ss", f"{t.start_s:.6f}", "-t", f"{t.duration_s:.6f}", "-i", t.audio,
+            # the whole audio, its time shifted to the chunk's (``audio_packets`` keeps a share)
+            "-itsoffset", f"{-t.start_s:.6f}", "-i", t.audio,
             "-map", "0:v:0", "-map", "1:a:0", *s.video_args(frame_span(s, t)[0]),
-            "-c:a", "aac", "-b:a", t.audio_bitrate,
+            "-c:a", "aac", "-b:a", t.audio_bitrate, "-bsf:a", audio_packets(t),
             # the audio is read at once, the video arrives at the render's pace
             "-max_muxing_queue_size", "8192",
-            "-f", "segment", *cut_args(s.fps, self.keyframes), "-segment_format", "mpegts",
+            # the whole video's timeline in every chunk: no timestamp jump where chunks join
+            "-output_ts_offset", f"{t.origin_s:.6f}", "-avoid_negative_ts", "disabled",
+            "-f", "segment", *cut_args(s.fps, self.keyframes),
+            # one MPEG-TS muxer for all the chunk's segments: its continuity counters go on
+            # from segment to segment; the chunk's first packets carry the discontinuity flag
+            # (a new encode starts there, as the playlist's #EXT-X-DISCONTINUITY says)
+            "-segment_format", "mpegts", "-individual_header_trailer", "0",
+            "-segment_format_options", "mpegts_flags=+initial_discontinuity",
             "-segment_list", str(self.seg_dir / SEGMENT_LIST), "-segment_list_type", "csv",
             str(self.seg_dir / SEGMENT_PATTERN),
         ]  # fmt: skip
@@ -187,7 +207,7 @@ class SegmentWriter:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
             raise explain_failure(err, f"streaming {self.path}")
-        segments = read_segment_list(self.seg_dir)
+        segments = read_segment_list(self.seg_dir, self.target.origin_s)
         cut = [
             ends_at_cut(seg, i, self.keyframes, self.settings.fps) for i, seg in enumerate(segments)
         ]
@@ -206,7 +226,8 @@ class SegmentWriter:
 
 
 def cut_args(fps: float, keyframes: list[float]) -> list[str]:
-    """ffmpeg's cut times: half a frame before each keyframe, so rounding never skips one."""
+    """ffmpeg's cut times: half a frame before each keyframe, so rounding never skips one
+    (the segment muxer compares them before ``-output_ts_offset``: chunk-relative)."""
     cuts = [f"{t - 0.5 / fps:.6f}" for t in keyframes]
     return ["-segment_times", ",".join(cuts)] if cuts else ["-segment_time", "86400"]
 
@@ -214,7 +235,7 @@ def cut_args(fps: float, keyframes: list[float]) -> list[str]:
 def join_segments(segments: list[Path], out: Path, ffmpeg: str = "auto") -> Path:
     """One chunk's segments → its video-only MP4 by stream copy. The segments are pieces of
     one MPEG-TS stream, so their bytes join; the video's timestamps are shifted to start at
-    0 (the AAC priming put them 64 ms late), as in a plain chunk."""
+    0 (they run on the whole video's timeline), as in a plain chunk."""
     joined = out.with_name(f".{out.stem}.joined.ts")
     try:
         with open(joined, "wb") as dst:
@@ -228,3 +249,16 @@ def join_segments(segments: list[Path], out: Path, ffmpeg: str = "auto") -> Path
     finally:
         joined.unlink(missing_ok=True)
     return out
+
+
+def audio_packets(target: StreamTarget) -> str:
+    """The bitstream filter that keeps this chunk's share of the AAC packets of the WHOLE
+    audio. Every chunk encodes the whole WAV (deterministic: the same packets everywhere) and
+    keeps the packets whose first sample, after the encoder's priming, falls in its frames —
+    so the chunks' audio tiles with no priming or padding between them and decodes across a
+    join as one stream. Times are chunk-relative (the audio input is offset by -start_s); the
+    bounds sit half a sample off the packet grid, so rounding never moves a packet."""
+    half = 0.5 / SAMPLE_RATE
+    keep = [f"gte(pts*tb\\,{-AUDIO_LEAD_S - half:.9f})"] if target.start_s > 0 else []
+    keep.append(f"lt(pts*tb\\,{target.duration_s - AUDIO_LEAD_S - half:.9f})")
+    return f"noise=drop=not({'*'.join(keep)})"
