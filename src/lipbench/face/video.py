@@ -33,8 +33,10 @@ def _not_rotation_note(record: logging.LogRecord) -> bool:
 
 logging.getLogger("imageio_ffmpeg").addFilter(_not_rotation_note)
 
-# Frames kept after decoding (1080p: ~6 MB each). Backward reads re-seek once per BLOCK.
+# Frames kept after a backward seek (1080p: ~6 MB each): reading backward (ping-pong)
+# re-seeks once per BLOCK frames. Reading forward keeps FORWARD_KEEP.
 BLOCK = 12
+FORWARD_KEEP = 2
 # A forward jump up to this many frames is decoded through; a longer one seeks.
 MAX_FORWARD_DECODE = 48
 
@@ -45,8 +47,27 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+class _Decoder:
+    """One ffmpeg decoder and the frames it kept; used by one thread at a time."""
+
+    def __init__(self) -> None:
+        self.gen: Iterator[Any] | None = None
+        self.pos = 0  # index of the next frame the open decoder yields
+        self.keep = FORWARD_KEEP
+        self.buf: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def close(self) -> None:
+        if self.gen is not None:
+            self.gen.close()  # type: ignore[attr-defined]  # stops the ffmpeg subprocess
+            self.gen = None
+        self.buf.clear()
+
+
 class VideoFrames:
-    """Frames ``0 .. n-1`` of a video file, fitted (``fit``) and BGR uint8, read on demand."""
+    """Frames ``0 .. n-1`` of a video file, fitted (``fit``) and BGR uint8, read on demand.
+
+    Each thread reads through its own decoder, so the network's thread (cropping) and the
+    encoder's (pasting) both read forward without holding frames for each other."""
 
     def __init__(self, path: str | Path, n: int, fps: float, size: tuple[int, int], fit: Fit):
         self.path = str(path)
@@ -59,14 +80,13 @@ class VideoFrames:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        self._gen: Iterator[Any] | None = None
-        self._pos = 0  # index of the next frame the open decoder yields
-        self._buf: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # guards the registry and the counters
+        self._local = threading.local()
+        self._decoders: list[_Decoder] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for k in ("_lock", "_gen", "_pos", "_buf"):
+        for k in ("_lock", "_local", "_decoders"):
             state.pop(k, None)
         return state
 
@@ -78,81 +98,95 @@ class VideoFrames:
         return self.n
 
     def close(self) -> None:
-        """Stop the decoder and drop the kept frames (reading again reopens)."""
+        """Stop every decoder and drop the kept frames (reading again reopens). Call it when
+        no thread is reading."""
         with self._lock:
-            self._close()
-            self._buf.clear()
+            for d in self._decoders:
+                d.close()
+            self._decoders.clear()
+            self._local = threading.local()
 
-    def _close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()  # type: ignore[attr-defined]  # stops the ffmpeg subprocess
-            self._gen = None
+    def _decoder(self) -> _Decoder:
+        d = getattr(self._local, "decoder", None)
+        if d is None:
+            d = _Decoder()
+            self._local.decoder = d
+            with self._lock:
+                self._decoders.append(d)
+        return d
 
-    def _open(self, k: int) -> None:
+    def _open(self, d: _Decoder, k: int) -> None:
         import imageio_ffmpeg
 
-        self._close()
+        if d.gen is not None:
+            d.gen.close()  # type: ignore[attr-defined]
         # Seek to half a frame before frame k: ffmpeg's exact input seek then starts at the
         # first frame whose time is >= that, i.e. frame k (times relative to the start).
         t = max(0.0, (k - 0.5) / self.fps)
         params = ["-ss", f"{t:.6f}"] if k > 0 else None
         gen = imageio_ffmpeg.read_frames(self.path, input_params=params)
         next(gen)  # the metadata
-        self._gen, self._pos = gen, k
-        self.seeks += 1
+        d.gen, d.pos = gen, k
+        with self._lock:
+            self.seeks += 1
 
-    def _next(self) -> np.ndarray | None:
-        assert self._gen is not None
+    def _next(self, d: _Decoder) -> np.ndarray | None:
+        assert d.gen is not None
         w, h = self.size
         try:
-            raw = next(self._gen)
+            raw = next(d.gen)
         except StopIteration:
-            self._close()
+            d.gen.close()  # type: ignore[attr-defined]
+            d.gen = None
             return None
         if len(raw) != w * h * 3:
             raise InputError(
-                f"avatar video {self.path} changes frame size at frame {self._pos}",
+                f"avatar video {self.path} changes frame size at frame {d.pos}",
                 "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)",
             )
         rgb = np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
-        self.decoded += 1
+        with self._lock:
+            self.decoded += 1
         return _readonly(self.fit.apply(rgb[:, :, ::-1]))
 
-    def _keep(self, k: int, frame: np.ndarray) -> None:
-        self._buf[k] = frame
-        self._buf.move_to_end(k)
-        while len(self._buf) > BLOCK:
-            self._buf.popitem(last=False)
+    @staticmethod
+    def _keep(d: _Decoder, k: int, frame: np.ndarray) -> None:
+        d.buf[k] = frame
+        d.buf.move_to_end(k)
+        while len(d.buf) > d.keep:
+            d.buf.popitem(last=False)
 
     def get(self, k: int) -> np.ndarray:
         """Frame ``k`` (read-only BGR uint8), 0 <= k < n."""
         if not 0 <= k < self.n:
             raise IndexError(f"avatar frame {k} outside 0..{self.n - 1}")
-        with self._lock:
-            hit = self._buf.get(k)
-            if hit is not None:
-                self._buf.move_to_end(k)
-                return hit
-            if self._gen is None or not self._pos <= k <= self._pos + MAX_FORWARD_DECODE:
-                behind = self._gen is not None and k < self._pos
-                # going backward: start a block early, so the next BLOCK-1 frames are kept
-                self._open(max(0, k - BLOCK + 1) if behind else k)
-            last: np.ndarray | None = None
-            while self._pos <= k:
-                frame = self._next()
-                if frame is None:  # fewer decodable frames than counted: hold the last one
-                    if last is None and self._buf:
-                        last = next(reversed(self._buf.values()))
-                    if last is None:
-                        raise InputError(
-                            f"avatar video {self.path}: frame {k} cannot be decoded",
-                            "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)",
-                        )
-                    log.warning("avatar %s ends before frame %d; repeating frame", self.path, k)
-                    self._keep(k, last)
-                    return last
-                self._keep(self._pos, frame)
-                last = frame
-                self._pos += 1
-            assert last is not None
-            return last
+        d = self._decoder()
+        hit = d.buf.get(k)
+        if hit is not None:
+            d.buf.move_to_end(k)
+            return hit
+        if d.gen is None or not d.pos <= k <= d.pos + MAX_FORWARD_DECODE:
+            behind = d.gen is not None and k < d.pos
+            # going backward: start a block early and keep it, so the next BLOCK-1 backward
+            # reads are hits
+            d.keep = BLOCK if behind else FORWARD_KEEP
+            self._open(d, max(0, k - BLOCK + 1) if behind else k)
+        last: np.ndarray | None = None
+        while d.pos <= k:
+            frame = self._next(d)
+            if frame is None:  # fewer decodable frames than counted: hold the last one
+                if last is None and d.buf:
+                    last = next(reversed(d.buf.values()))
+                if last is None:
+                    raise InputError(
+                        f"avatar video {self.path}: frame {k} cannot be decoded",
+                        "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)",
+                    )
+                log.warning("avatar %s ends before frame %d; repeating a frame", self.path, k)
+                self._keep(d, k, last)
+                return last
+            self._keep(d, d.pos, frame)
+            last = frame
+            d.pos += 1
+        assert last is not None
+        return last
