@@ -72,3 +72,39 @@ def test_the_clip_is_read_forward_once(clip) -> None:
     assert decoded <= 2.5 * passes * N
     arr = np.array([fb.avatar_index(i) for i in range(N_OUT)])
     assert arr.max() == N - 1 and arr.min() == 0
+
+
+def test_each_thread_reads_through_its_own_decoder(clip) -> None:
+    """Two threads read the same avatar (two chunks of one job in one process): each gets
+    the right frames, and one thread's release leaves the other's decoder running."""
+    import threading
+
+    path, _ = clip
+    av = face.load_avatar(path)
+    assert av.video is not None
+    got: dict[str, list[int]] = {}
+    go = threading.Barrier(2)
+
+    def read(name: str, order: list[int], release_midway: bool) -> None:
+        out = []
+        for j, k in enumerate(order):
+            if j == 3:
+                go.wait()  # both threads have a decoder open here
+                if release_midway:
+                    av.release()
+            out.append(read_code(av.frame(k)))
+        got[name] = out
+
+    fwd, back = list(range(0, 12)), list(range(N - 1, N - 13, -1))
+    threads = [
+        threading.Thread(target=read, args=("fwd", fwd, True)),
+        threading.Thread(target=read, args=("back", back, False)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, order in (("fwd", fwd), ("back", back)):
+        assert max(abs(g - code_level(k)) for g, k in zip(got[name], order, strict=True)) <= 2
+    av.release()  # both threads have ended: every decoder is closed
+    assert not av.video._decoders

@@ -343,7 +343,10 @@ class Renderer:
                         frame = stamp_label(frame, job.label)
                     yield frame
         finally:
-            job.avatar.release()  # stop this range's decoder (a video avatar)
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # joins the prefetch thread, so its decoder is released below
+            job.avatar.release()  # stop this range's decoders (a video avatar)
 
 
 _DONE = object()

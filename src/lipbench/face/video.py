@@ -51,6 +51,7 @@ class _Decoder:
     """One ffmpeg decoder and the frames it kept; used by one thread at a time."""
 
     def __init__(self) -> None:
+        self.owner = threading.current_thread()
         self.gen: Iterator[Any] | None = None
         self.pos = 0  # index of the next frame the open decoder yields
         self.keep = FORWARD_KEEP
@@ -98,13 +99,17 @@ class VideoFrames:
         return self.n
 
     def close(self) -> None:
-        """Stop every decoder and drop the kept frames (reading again reopens). Call it when
-        no thread is reading."""
+        """Stop the decoders of this thread and of threads that have ended, and drop their
+        kept frames (reading again reopens). Another live thread's decoder is left alone:
+        two chunks of one job may render at once in one process."""
+        me = threading.current_thread()
         with self._lock:
-            for d in self._decoders:
+            done = [d for d in self._decoders if d.owner is me or not d.owner.is_alive()]
+            for d in done:
                 d.close()
-            self._decoders.clear()
-            self._local = threading.local()
+            self._decoders = [d for d in self._decoders if d not in done]
+        if getattr(self._local, "decoder", None) is not None:
+            self._local.decoder = None
 
     def _decoder(self) -> _Decoder:
         d = getattr(self._local, "decoder", None)
