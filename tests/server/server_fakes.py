@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lipbench import record
 from lipbench.errors import LipbenchError
 from lipbench.ffmpeg import ffmpeg_exe
 from lipbench.jobs import UNTRAINED_LABEL, UNTRAINED_NOTE, output_names, resolve_job
@@ -35,13 +37,38 @@ def _weights(model: str, i: int) -> WeightsRow:
     return WeightsRow(model, None, "seeded-random", None, i, False)
 
 
+def replica_row(i: int, model: str, threads: int = 1) -> ReplicaRow:
+    """A replica's row in whichever shape the record has (its render choice, or the older
+    threads/batch fields)."""
+    names = {f.name for f in dataclasses.fields(ReplicaRow)}
+    kw: dict[str, Any] = dict(replica=i, model=model, device="cpu", pid=1000 + i, load_s=0.0,
+                              weights=_weights(model, i))  # fmt: skip
+    if "render" in names:
+        kw["render"] = record.RenderChoice(  # type: ignore[attr-defined]
+            backend="torch", precision="fp32", effective_precision="fp32", exact=True,
+            batch_size=16, threads=threads, fidelity=None, chosen_by="config", engine={},
+            calibration=None,
+        )  # fmt: skip
+    else:
+        kw.update(threads=threads, batch_size=16)
+    return ReplicaRow(**kw)
+
+
 class FakePool:
     def __init__(self, models: list[str]):
         self.models = models
 
     def replica_rows(self) -> list[ReplicaRow]:
-        return [ReplicaRow(i, m, 1, "cpu", 1000 + i, 0.0, _weights(m, i), 16, None)
-                for i, m in enumerate(self.models)]  # fmt: skip
+        return [replica_row(i, m) for i, m in enumerate(self.models)]
+
+
+def fake_timings(spoke: bool) -> Timings:
+    """As the real one: the latency fields are always set (a plain run plays when done)."""
+    stages = dict(tts=0.1 if spoke else 0.0, convert=0.1, detect=0.0, mel=0.05, split=0.05,
+                  infer=1.0, merge=0.1, total=1.4)  # fmt: skip
+    names = {f.name for f in dataclasses.fields(Timings)}
+    return Timings(**{k: v for k, v in stages.items() if k in names}, first_frame_s=0.3,
+                   first_playable_s=1.4, stall_s=0.0, latency_origin="request")  # fmt: skip
 
 
 def fake_record(strategy: str, models: list[str], out: Path, spoke: bool) -> RunRecord:
@@ -50,9 +77,7 @@ def fake_record(strategy: str, models: list[str], out: Path, spoke: bool) -> Run
         record_version=2, engine="pool", strategy=strategy, models=models,
         weights={m: _weights(m, i) for i, m in enumerate(models)}, weights_trained=False,
         weights_note=UNTRAINED_NOTE, label=UNTRAINED_LABEL,
-        # as the real one: the latency fields are always set (a plain run plays when done)
-        timings=Timings(0.1 if spoke else 0.0, 0.1, 0.0, 0.1, 1.0, 0.1, 1.4, first_frame_s=0.3,
-                        first_playable_s=1.4, stall_s=0.0, latency_origin="request"),
+        timings=fake_timings(spoke),
         plan={"n_chunks": 1, "chunks": []}, chunks=[], seams=[], frames=25, fps=25.0,
         audio_duration_s=1.0, render_fps=25.0, replicas=[], device="cpu", threads_per_replica=1,
         one_chunk_on_full_replica=False,

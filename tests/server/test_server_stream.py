@@ -156,16 +156,26 @@ def test_stream_renders_an_earlier_jobs_wav(fake_client, fake_wb, fake_cfg):
 
 
 def test_finished_stream_survives_a_restart(fake_cfg, fake_wb):
-    """The stream of a stored job stays servable by id after the in-memory job is gone."""
+    """The stream of a stored job stays servable by id after the in-memory job is gone, and
+    its status URL answers from the store (it was 404 while the video played)."""
     app = server.create_app(fake_cfg, workbench=fake_wb, warmup=False)
     with TestClient(app, base_url=BASE) as client:
         job = _start(client)
-        _wait_state(client, job, "done")
+        before = _wait_state(client, job, "done")
     app = server.create_app(fake_cfg, workbench=fake_wb, warmup=False)
     with TestClient(app, base_url=BASE) as client:
-        assert client.get(job["status_url"]).status_code == 404  # no job in memory
         r = client.get(job["playlist_url"])
         assert r.status_code == 200 and "#EXT-X-ENDLIST" in r.text
+        after = _status(client, job)  # no job in memory: rebuilt from the store
+        StreamStatus.model_validate(after)
+        assert after["state"] == "done" and after["playable"] and after["error"] is None
+        for key in ("id", "video_url", "audio_id", "audio_sha256", "strategy", "timings", "stream"):
+            assert after["result"][key] == before["result"][key], key
+        assert client.get(after["result"]["video_url"]).status_code == 200
+        gone = client.delete(job["status_url"])  # an ended job is left as it is
+        assert gone.status_code == 200 and gone.json()["state"] == "done"
+        plain = client.post("/api/generate", json={"text": "Hi"}).json()
+        assert client.get(f"/api/stream/jobs/{plain['id']}").status_code == 404  # not a stream
 
 
 # --- names, ids, hosts -------------------------------------------------------------------------

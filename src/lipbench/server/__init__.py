@@ -8,9 +8,12 @@ waits for its lease). Jobs run in worker threads behind a bounded queue (429 +
 Retry-After beyond it).
 
 Modules (each imports only those above it):
-``schemas`` request/response bodies and the error body · ``queue`` the bounded job queue ·
-``errors`` error responses and handlers · ``middleware`` Host allow-list, body limit ·
-``storage`` finished jobs on disk, bounded, re-indexed on start · ``stream_jobs`` stream
+``connection`` uvicorn's h11 protocol with a deadline for a request's headers · ``view`` the
+response for a finished job, a typed view derived from ``record.RunRecord`` · ``schemas``
+request bodies, the error body, Stream mode's bodies · ``queue`` the bounded job queue ·
+``errors`` error responses and handlers · ``middleware`` Host allow-list, no-framing headers,
+body limit (size and time) · ``storage`` finished jobs on disk, bounded, re-indexed on start,
+never through a symbolic link · ``stream_jobs`` stream
 jobs in memory and reading their files · ``state`` Workbench, queue, store, stream jobs,
 warm-up, shutdown · ``runner`` one generate request · ``stream_runner`` start and watch a
 stream job · ``stream_routes`` Stream mode's routes · ``app`` routes · ``launch``

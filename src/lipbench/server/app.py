@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import errors
-from .middleware import BodyLimit, HostAllowList
+from .middleware import BodyLimit, HostAllowList, SecurityHeaders
 from .runner import run_job
 from .schemas import GenerateResponse, error_docs, request_models
 from .state import ServerState
@@ -62,7 +62,8 @@ def create_app(cfg: dict[str, Any], workbench: Any | None = None, warmup: bool =
     errors.install(app)
     srv = cfg["server"]
     app.add_middleware(BodyLimit, max_bytes=srv["max_body_bytes"])
-    app.add_middleware(HostAllowList, allowed=srv["allowed_hosts"])  # added last: runs first
+    app.add_middleware(HostAllowList, allowed=srv["allowed_hosts"])
+    app.add_middleware(SecurityHeaders)  # added last: runs first
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     if swagger:
         app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")

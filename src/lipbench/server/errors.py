@@ -24,6 +24,7 @@ DEFAULT_FIX = {
     404: "use the video_url a generate call returned (old jobs are removed by the storage "
     "policy); see /docs for the routes",
     405: "see /docs for the methods each route accepts",
+    408: "send the whole request at once",
     413: "send less",
     422: REQUEST_FIX,
     429: "retry later",

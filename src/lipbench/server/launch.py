@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import LipbenchError
 from .app import create_app
+from .connection import HeaderDeadlineProtocol
 from .middleware import ANY_HOST, normalise_host
 
 log = logging.getLogger("lipbench.server")
@@ -54,7 +55,8 @@ def serve(cfg: dict[str, Any], host: str | None = None, port: int | None = None)
     shown = f"[{host}]" if ":" in host else host
     log.info("open http://%s:%d/parallel_test (API docs: /docs)", shown, port)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
+                    http=HeaderDeadlineProtocol)  # fmt: skip
     finally:
         state.close()
     return 0

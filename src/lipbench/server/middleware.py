@@ -1,14 +1,22 @@
-"""Raw ASGI middleware that runs before any route: the Host allow-list (outermost) and the
-request body limit."""
+"""Raw ASGI middleware that runs before any route: the Host allow-list (outermost), the
+headers every response carries (no framing), and the request body limit (size and time)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import send_error
 
 ANY_HOST = "*"
+BODY_TIMEOUT_S = 10.0  # a request body that has not all arrived by then is refused (408)
+# no page may frame this one (clickjacking): the modern header and the old one
+FRAME_HEADERS = [
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 
 def normalise_host(name: str) -> str:
@@ -71,14 +79,39 @@ class HostAllowList:
         await self.app(scope, receive, send)
 
 
+class SecurityHeaders:
+    """Every response says it may not be framed (``FRAME_HEADERS``), errors from the other
+    middleware included (this one is outermost)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                names = {k.lower() for k, _ in msg.get("headers") or []}
+                extra = [(k, v) for k, v in FRAME_HEADERS if k not in names]
+                msg = {**msg, "headers": [*(msg.get("headers") or []), *extra]}
+            await send(msg)
+
+        await self.app(scope, receive, with_headers)
+
+
 class BodyLimit:
     """Refuse a request body over ``max_bytes`` with 413, judged by Content-Length and by
-    the bytes that actually arrive (a chunked body has no Content-Length). The body is
-    buffered (it is small by construction) and replayed to the app."""
+    the bytes that actually arrive (a chunked body has no Content-Length), and one that has
+    not all arrived within ``timeout_s`` with 408 (a client that sends half a request does
+    not hold a connection and a task for ever). The body is buffered (it is small by
+    construction) and replayed to the app."""
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = BODY_TIMEOUT_S if timeout_s is None else timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -97,8 +130,16 @@ class BodyLimit:
                 return
         parts: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(
+                    receive(), deadline - asyncio.get_running_loop().time()
+                )
+            except TimeoutError:
+                await send_error(send, 408, f"the request body did not arrive within "
+                                 f"{self.timeout_s:g} s", "send the whole body at once")  # fmt: skip
+                return
             if msg["type"] == "http.disconnect":
                 return
             body = msg.get("body", b"")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import threading
 import time
@@ -26,12 +25,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from ..errors import InputError, LipbenchError
-from ..jobs import cpu_cores
 from ..record import RunRecord
 from .errors import error_response, lipbench_response, on_unexpected, queue_full_response
 from .queue import QueueFull
 from .state import ServerState
 from .storage import StoredJob
+from .view import response_view
 
 log = logging.getLogger("lipbench.server")
 
@@ -144,40 +143,7 @@ def _once(fn: Callable[[], Any]) -> Callable[[], None]:
     return call
 
 
-CHUNK_KEYS = ("chunk", "replica", "model", "frame_start", "frame_end", "frames",
-              "start_offset_s", "end_offset_s", "wall_s", "fps")  # fmt: skip
-
-
 def response_from_record(job: StoredJob, rec: RunRecord, elapsed_s: float) -> dict[str, Any]:
-    """The response: the run record's own numbers (no second measurement), plus render_s,
-    the WAV → MP4 part that a comparison of strategies compares."""
-    t = rec.timings
-    # numbers only: latency_origin (what the latency timings count from) is a word
-    timings = {k: float(v) for k, v in t.to_dict().items()
-               if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
-    return {
-        "id": job.id,
-        "video_url": f"/videos/{job.id}.mp4",
-        "audio_id": job.id,
-        "audio_sha256": job.audio_sha256,
-        "audio_from": job.audio_from,
-        "strategy": rec.strategy,
-        "models": rec.models,
-        "timings": timings,
-        "latency_origin": t.latency_origin,
-        "render_s": round(t.total - t.tts - t.convert, 4),
-        "plan": rec.plan,
-        "weights": {m: w.to_dict() for m, w in rec.weights.items()},
-        "weights_trained": rec.weights_trained,
-        "weights_note": rec.weights_note,
-        "audio_duration_s": rec.audio_duration_s,
-        "frames": rec.frames,
-        "fps": rec.fps,
-        "render_fps": rec.render_fps,
-        "chunks": [{k: getattr(c, k) for k in CHUNK_KEYS} for c in rec.chunks],
-        "tts": rec.tts.to_dict() if rec.tts else None,
-        "stream": rec.stream.to_dict() if rec.stream else None,
-        "queue_wait_s": round(max(0.0, elapsed_s - t.total), 3),
-        "load_1m": round(os.getloadavg()[0], 2),
-        "cores": cpu_cores(),
-    }
+    """The response (``view.GenerateResponse``, derived from the record) as JSON data."""
+    view = response_view(rec, job.id, job.audio_sha256, job.audio_from, elapsed_s)
+    return view.model_dump(mode="json")

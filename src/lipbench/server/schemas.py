@@ -11,9 +11,10 @@ from pydantic_core import PydanticCustomError
 
 from .. import tts
 from ..errors import InputError, LipbenchError
+from .view import GenerateResponse
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): ids of jobs, videos and audio
-ENGINE_NAMES = Literal["auto", "piper", "espeak", "gtts"]
+ENGINE_NAMES = Literal[tts.ENGINES]  # type: ignore[valid-type]  # one list: lipbench.tts
 # Documents the rule tts.validate_text enforces (with a message naming the position).
 NO_CONTROLS = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]*$"
 
@@ -58,72 +59,6 @@ def error_docs(
         500: "internal error (the server log has details)",
     } | (what or {})
     return {s: {"model": ErrorBody, "description": what[s]} for s in statuses}
-
-
-class ChunkOut(BaseModel):
-    chunk: int
-    replica: int
-    model: str
-    frame_start: int
-    frame_end: int
-    frames: int
-    start_offset_s: float
-    end_offset_s: float
-    wall_s: float
-    fps: float
-
-
-class GenerateResponse(BaseModel):
-    id: str = Field(description="opaque id of this job (32 hex digits)")
-    video_url: str = Field(description="/videos/{id}.mp4: GET or HEAD, range requests")
-    audio_id: str = Field(
-        description="pass it as audio_id to render this job's WAV again (e.g. with the other "
-        "strategy: both sides of a comparison then render identical audio)"
-    )
-    audio_sha256: str = Field(description="sha256 of the 16 kHz WAV this job rendered")
-    audio_from: str | None = Field(
-        None, description="the job whose WAV this job rendered (null: synthesised here)"
-    )
-    strategy: str
-    models: list[str]
-    timings: dict[str, float] = Field(
-        description="seconds per stage from the run record: tts, convert, detect, split, "
-        "infer, merge, total (model loading is not included: replicas are warm); latency: "
-        "first_frame_s (first frame rendered), first_playable_s (a stream job: its first "
-        "segment listed; otherwise the finished MP4), stall_s (how long playback at the "
-        "video's fps would wait for segments; 0 without streaming), counted from "
-        "latency_origin"
-    )
-    latency_origin: str | None = Field(
-        None,
-        description="what the latency timings count from: 'request' (this request "
-        "arrived, queue wait included)",
-    )
-    render_s: float = Field(
-        description="WAV → MP4 (detect, split, infer, merge): total − tts − convert; what a "
-        "comparison of strategies should compare"
-    )
-    plan: dict[str, Any]
-    weights: dict[str, Any]
-    weights_trained: bool
-    weights_note: str | None = None
-    audio_duration_s: float
-    frames: int
-    fps: float
-    render_fps: float | None = None
-    chunks: list[ChunkOut] = Field(default_factory=list)
-    tts: dict[str, Any] | None = None
-    stream: dict[str, Any] | None = Field(
-        None,
-        description="a stream job: segment_s, segments, and when each segment was "
-        "listed (ready_s, from latency_origin) with its length (durations_s), in play order",
-    )
-    queue_wait_s: float = Field(description="time spent waiting for a free slot (not in total)")
-    load_1m: float = Field(
-        description="the machine's 1-minute load average when the job ended (its own job "
-        "accounts for up to `cores`; much more means other work shared the CPU)"
-    )
-    cores: int = Field(description="cores this server may use")
 
 
 StreamState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -231,6 +166,7 @@ def request_models(cfg: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel
     class ParallelRequest(GenerateRequest):
         chunks: int | None = Field(
             None,
+            strict=True,  # a JSON number: true and "2" are refused, not read as 1 and 2
             ge=1,
             le=max_chunks,
             description="force a chunk count (default: the planner decides; short audio "

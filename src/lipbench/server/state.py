@@ -129,8 +129,19 @@ class ServerState:
         }
 
 
+def replica_threads(r: ReplicaRow) -> int:
+    """The threads a replica renders with (its render choice, where the record has one)."""
+    render = getattr(r, "render", None)
+    return int(render.threads if render is not None else r.threads)  # type: ignore[attr-defined]
+
+
 def _replica_brief(r: ReplicaRow) -> dict[str, Any]:
-    return {"replica": r.replica, "model": r.model, "threads": r.threads, "device": r.device}
+    return {
+        "replica": r.replica,
+        "model": r.model,
+        "threads": replica_threads(r),
+        "device": r.device,
+    }
 
 
 def describe_replica(r: ReplicaRow) -> str:
@@ -139,7 +150,7 @@ def describe_replica(r: ReplicaRow) -> str:
         where = f"checkpoint {w.path} (sha256 {str(w.sha256)[:12]}…)"
     else:
         where = f"SEEDED RANDOM weights (seed {w.seed}): untrained, not a real lip-sync"
-    return f"model {r.model}, {where}, {r.threads} thread(s) on {r.device}, loaded in {r.load_s} s"
+    return f"model {r.model}, {where}, {replica_threads(r)} thread(s) on {r.device}, loaded in {r.load_s} s"
 
 
 def weights_summary(replicas: dict[str, list[ReplicaRow]]) -> str:

@@ -8,6 +8,10 @@ rendering). On start, the folders an earlier run left are **indexed again** when
 (marker, video and record present), so their ids, videos and audio keep working after a
 restart; incomplete ones (a crash mid-job, a warm-up) are removed; then the bounds apply.
 Entries this store did not make are left alone.
+
+Symbolic links are never followed: a link in place of a job folder is left alone and not
+indexed, a job whose marker, video or record is a link (or sits below one) is not indexed,
+and no file is served or pinned through a link (``plain_file``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -56,13 +61,48 @@ def sha256_file(path: Path) -> str:
 
 def folder_bytes(folder: Path) -> int:
     total = 0
-    for root, _dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):  # does not enter linked folders
         for f in files:
             try:
-                total += (Path(root) / f).stat().st_size
+                total += (Path(root) / f).lstat().st_size  # a link counts as itself
             except OSError:  # removed while we looked
                 pass
     return total
+
+
+def plain_file(base: Path, path: Path) -> bool:
+    """``path`` is a regular file below the real folder ``base`` with no symbolic link on
+    the way (``base`` itself included)."""
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        return False
+    try:
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
+            return False
+        here = base
+        for i, part in enumerate(rel.parts):
+            here = here / part
+            mode = os.lstat(here).st_mode
+            last = i == len(rel.parts) - 1
+            if not (stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def read_plain(base: Path, path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a ``plain_file`` of ``base`` (the last step opened
+    without following a link, so a link put there after the check is refused too)."""
+    if not plain_file(base, path):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 class JobStore:
@@ -98,7 +138,7 @@ class JobStore:
             if entry.name.startswith(WARMUP_PREFIX):
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
-            if not (entry.is_dir() and JOB_ID.fullmatch(entry.name)):
+            if entry.is_symlink() or not (entry.is_dir() and JOB_ID.fullmatch(entry.name)):
                 log.info("storage: leaving %s alone (not a job folder)", entry)
                 continue
             job = self._read(entry.name)
@@ -118,8 +158,9 @@ class JobStore:
 
     def _read(self, job_id: str) -> StoredJob | None:
         names = self.names(job_id)
-        marker = self.folder(job_id) / MARKER
-        if not (marker.is_file() and names.video.is_file() and names.record.is_file()):
+        folder = self.folder(job_id)
+        marker = folder / MARKER
+        if not all(plain_file(folder, p) for p in (marker, names.video, names.record)):
             return None
         try:
             data = json.loads(marker.read_text(encoding="utf-8"))
@@ -154,7 +195,7 @@ class JobStore:
         if not JOB_ID.fullmatch(job_id) or self.get(job_id) is None:
             return None
         path = self.names(job_id).video
-        return path if path.is_file() else None
+        return path if plain_file(self.folder(job_id), path) else None
 
     def discard(self, job_id: str) -> None:
         """Remove a job folder that never finished (failed or abandoned)."""
@@ -167,7 +208,7 @@ class JobStore:
         with self._lock:
             job = self._jobs.get(job_id)
             wav = self.names(job_id).audio
-            if job is None or not wav.is_file():
+            if job is None or not plain_file(self.folder(job_id), wav):
                 raise InputError(
                     f"no audio with id {job_id}: never made, or removed by the storage policy",
                     "send text instead (or the audio_id of a recent job)",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stream.segments import SEGMENT_URI
+from .storage import read_plain
 
 PLAYLIST = "index.m3u8"
 STREAM_FILE = re.compile(rf"index\.m3u8|{SEGMENT_URI}", re.ASCII)
@@ -119,16 +120,17 @@ class StreamJobs:
             return [j for j in self._jobs.values() if j.state in ACTIVE]
 
 
-def read_stream_file(dirs: list[Path], name: str) -> bytes | None:
+def read_stream_file(base: Path, dirs: list[Path], name: str) -> bytes | None:
     """``name`` (already checked against ``STREAM_FILE``) from the first folder that has it;
-    a segment only where the playlist beside it lists it. None when no folder has it."""
+    a segment only where the playlist beside it lists it. None when no folder has it. Every
+    folder lies in the job's folder ``base``; nothing is read through a symbolic link."""
     for folder in dirs:
-        try:
-            if name != PLAYLIST:
-                listed = (folder / PLAYLIST).read_text(encoding="utf-8").splitlines()
-                if name not in listed:
-                    continue
-            return (folder / name).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # moved from the staging folder to its place meanwhile: try the next
+        if name != PLAYLIST:
+            playlist = read_plain(base, folder / PLAYLIST)
+            if playlist is None or name not in playlist.decode("utf-8").splitlines():
+                continue
+        data = read_plain(base, folder / name)
+        if data is not None:
+            return data
+        # moved from the staging folder to its place meanwhile: try the next
     return None
