@@ -139,3 +139,18 @@ def test_alpha_zero_and_partial(tmp_path: Path) -> None:
     assert np.array_equal(face.paste_face(frame, (8, 8, 56, 56), face96, alpha=0), frame)
     half = face.paste_face(frame, (8, 8, 56, 56), face96, alpha=0.5, blend="box")
     assert int(half[30, 30, 0]) == 150 and int(half[4, 4, 0]) == 100
+
+
+@pytest.mark.parametrize("box", [(177, 66, 272, 171), (3, 4, 40, 30), (0, 0, 64, 64)])
+def test_feather_strips_equal_mixing_the_whole_box(box) -> None:
+    """The feathered paste mixes only the border strips; the result is the whole-box mix."""
+    from lipbench.face.crop import _mix, feather_mask
+
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (300, 300, 3), np.uint8)
+    face96 = rng.integers(0, 256, (96, 96, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    patch = cv2.resize(face96, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    want = frame.copy()
+    want[y1:y2, x1:x2] = _mix(frame[y1:y2, x1:x2], patch, feather_mask(x2 - x1, y2 - y1))
+    assert np.array_equal(face.paste_face(frame, box, face96, blend="feather"), want)
