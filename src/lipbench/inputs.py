@@ -34,7 +34,8 @@ def build_inputs(
     job_id: str | None = None,
 ) -> tuple[JobInputs, np.ndarray]:
     """Full-file mel (computed once) and the avatar's tracked face for the frames the audio
-    uses (detections cached on disk); also the samples, for the planner.
+    uses (detections cached on disk); also the samples, for the planner. Stages timed:
+    ``detect`` (loading the avatar, detection, tracking) and ``mel``.
 
     ``build_inputs(face: FaceSettings, fps, wav, avatar, timer, job_id)``. The old form
     ``build_inputs(cfg, wav, avatar, timer, job_id)`` (a whole config dict first) still works
@@ -54,7 +55,7 @@ def build_inputs(
     fps = float(fps)  # type: ignore[arg-type]
     with timer.stage("detect"):  # a bad avatar file fails before any audio work
         av = load_avatar(avatar or settings.avatar, max_side=settings.max_side)
-    with timer.stage("split"):
+    with timer.stage("mel"):
         samples = audio_mod.read_wav(Path(wav))
         mel = audio_mod.melspectrogram(samples)
     n = frame_count(len(samples), fps)  # detection looks only at the frames these show
