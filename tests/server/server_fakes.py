@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +226,32 @@ class CancellableWorkbench(FakeWorkbench):
 
 def jobs_dir(cfg: dict[str, Any]) -> Path:
     return Path(cfg["results_dir"]) / "server"
+
+
+class FakePools:
+    """``Workbench.pools``: leases recorded (by the job's text)."""
+
+    def __init__(self) -> None:
+        self.leased: list[str | None] = []
+
+    @contextlib.contextmanager
+    def lease(self, models: Any, threads: int, text: str | None = None) -> Iterator[None]:
+        self.leased.append(text)
+        yield
+
+
+class LeasingWorkbench(FakeWorkbench):
+    """As the real one: speech synthesis first (held on ``tts_gate``, deaf to the cancel
+    flag, like an engine mid-sentence), then the replicas' lease, then the render."""
+
+    def __init__(self, cfg: dict[str, Any], gated: bool = False):
+        super().__init__(cfg, gated)
+        self.pools = FakePools()
+        self.tts_gate = threading.Event()
+        self.in_tts: list[str | None] = []
+
+    def generate(self, out: Any, text: str | None = None, audio: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
+        self.in_tts.append(text)
+        assert self.tts_gate.wait(30), "test TTS gate never released"
+        with self.pools.lease(("gan",), 1, text):
+            return super().generate(out, text, audio, **kw)

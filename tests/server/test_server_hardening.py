@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from server_fakes import BASE, TINY_MP4, FakeWorkbench, jobs_dir
+from server_fakes import BASE, TINY_MP4, FakeWorkbench, LeasingWorkbench, jobs_dir
 
 from lipbench import server, tts
 from lipbench.record import RunRecord
@@ -238,3 +238,36 @@ def test_segments_and_playlists_answer_head(fake_client):
         assert kind in r.headers["content-type"] and r.content == b""
     assert int(fake_client.head(url).headers["content-length"]) == len(whole)
     assert fake_client.head(url.replace("seg_00000", "seg_00009")).status_code == 404
+
+
+# --- a job cancelled during speech synthesis -----------------------------------------------------
+
+
+def test_a_job_cancelled_during_tts_frees_its_slot_at_once(fake_cfg):
+    """The next job starts while the cancelled one is still inside TTS (before: only once
+    TTS had ended); the cancelled job never leases a replica."""
+    wb = LeasingWorkbench(fake_cfg)  # max_running 1, max_waiting 1
+    app = server.create_app(fake_cfg, workbench=wb, warmup=False)
+    with TestClient(app, base_url=BASE) as client:
+        first = client.post("/api/stream/generate", json={"text": "first"}).json()
+        _wait(lambda: wb.in_tts == ["first"])
+        second = client.post("/api/stream/generate", json={"text": "second"}).json()
+        assert client.get(second["status_url"]).json()["state"] == "queued"
+        assert client.delete(first["status_url"]).json()["state"] == "cancelled"
+        _wait(lambda: wb.in_tts == ["first", "second"])  # its slot is free: TTS still holds
+        assert client.get(second["status_url"]).json()["state"] == "running"
+        wb.tts_gate.set()
+        _wait(lambda: client.get(second["status_url"]).json()["state"] == "done")
+        q = app.state.lipbench.queue
+        _wait(lambda: q.draining == 0)
+        assert wb.pools.leased == ["second"]  # the cancelled job was refused its lease
+        assert q.running == 0 and q.stats()["abandoned"] == 1
+        assert not (jobs_dir(fake_cfg) / first["id"]).exists()
+
+
+def _wait(cond: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        threading.Event().wait(0.02)
+    raise AssertionError("condition not reached")

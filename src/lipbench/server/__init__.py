@@ -11,7 +11,8 @@ Modules (each imports only those above it):
 ``connection`` uvicorn's h11 protocol with a deadline for a request's headers · ``view`` the
 response for a finished job, a typed view derived from ``record.RunRecord`` · ``schemas``
 request bodies, the error body, Stream mode's bodies · ``queue`` the bounded job queue ·
-``errors`` error responses and handlers · ``middleware`` Host allow-list, no-framing headers,
+``errors`` error responses and handlers · ``phase`` whether a running job holds replicas yet
+(a job cancelled before its lease frees its slot at once) · ``middleware`` Host allow-list, no-framing headers,
 body limit (size and time) · ``storage`` finished jobs on disk, bounded, re-indexed on start,
 never through a symbolic link · ``stream_jobs`` stream
 jobs in memory and reading their files · ``state`` Workbench, queue, store, stream jobs,

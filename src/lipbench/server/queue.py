@@ -5,7 +5,11 @@ A running job's slot is released when its *thread* returns, never when the reque
 started it goes away, so a departed client cannot let a second job onto busy replicas. A
 request cancelled while it waits gives its place up and its job never starts; one cancelled
 while its job runs sets the job's cancel flag (the job stops at its next batch boundary
-where the workbench supports it; see ``runner``).
+where the workbench supports it; see ``runner``). The one exception: a cancelled job that
+``idle`` says holds no replicas and never will (it was still synthesising speech, say: see
+``phase``) gives its slot back at once; its thread ends on its own, after the stage it is in.
+At most ``max_running`` such threads drain at a time (beyond that a slot waits for its
+thread, as before), so starting and cancelling jobs cannot pile up background work.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ class JobQueue:
         self.cancelled = 0  # waiting jobs dropped because their client left
         self.abandoned = 0  # running jobs whose client left (told to stop; output discarded)
         self.completed = 0
+        self.draining = 0  # threads of cancelled jobs whose slot was given back early
         self._sem: asyncio.Semaphore | None = None
-        self._executor = ThreadPoolExecutor(max_running, thread_name_prefix="lipbench-job")
+        # a thread per slot, and one per draining job
+        self._executor = ThreadPoolExecutor(2 * max_running, thread_name_prefix="lipbench-job")
         self._durations: deque[float] = deque(maxlen=20)
         self._flags: set[threading.Event] = set()  # cancel flags of running jobs
 
@@ -71,6 +77,7 @@ class JobQueue:
             "completed": self.completed,
             "cancelled": self.cancelled,
             "abandoned": self.abandoned,
+            "draining": self.draining,
         }
 
     async def run(
@@ -78,6 +85,7 @@ class JobQueue:
         fn: Callable[[], Any],
         cancel: threading.Event | None = None,
         on_abandon: Callable[[asyncio.Future], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> Any:
         """Run ``fn`` in a worker thread once a slot is free; return its result.
 
@@ -86,7 +94,7 @@ class JobQueue:
         has returned.
         """
         self.admit()
-        return await self._run_admitted(fn, cancel, on_abandon)
+        return await self._run_admitted(fn, cancel, on_abandon, idle)
 
     def admit(self) -> None:
         """Take a waiting place now or raise ``QueueFull``: synchronous, so a request that
@@ -100,6 +108,7 @@ class JobQueue:
         fn: Callable[[], Any],
         cancel: threading.Event | None = None,
         on_abandon: Callable[[asyncio.Future], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> asyncio.Task:
         """``run`` as a task whose place is taken before this returns (``QueueFull`` is raised
         here, not in the task). Cancelling the task behaves as cancelling ``run``."""
@@ -109,7 +118,7 @@ class JobQueue:
         async def admitted() -> Any:
             nonlocal started
             started = True
-            return await self._run_admitted(fn, cancel, on_abandon)
+            return await self._run_admitted(fn, cancel, on_abandon, idle)
 
         def never_started(t: asyncio.Task) -> None:
             if not started:  # cancelled before its first step: give the place back here
@@ -125,6 +134,7 @@ class JobQueue:
         fn: Callable[[], Any],
         cancel: threading.Event | None,
         on_abandon: Callable[[asyncio.Future], None] | None,
+        idle: Callable[[], bool] | None = None,
     ) -> Any:
         sem = self._semaphore()
         try:
@@ -139,14 +149,23 @@ class JobQueue:
         self._flags.add(flag)
         t0 = time.monotonic()
         fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        freed = False  # the slot was given back (on the event loop: no lock needed)
+
+        def free_slot() -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                self.running -= 1
+                self.completed += 1
+                self._flags.discard(flag)
+                sem.release()
 
         def release(f: asyncio.Future) -> None:
-            self.running -= 1
-            self.completed += 1
-            self._flags.discard(flag)
-            if not f.cancelled() and f.exception() is None and not flag.is_set():
+            if freed:
+                self.draining -= 1
+            elif not f.cancelled() and f.exception() is None and not flag.is_set():
                 self._durations.append(time.monotonic() - t0)
-            sem.release()
+            free_slot()
 
         fut.add_done_callback(release)
         try:
@@ -154,6 +173,9 @@ class JobQueue:
         except asyncio.CancelledError:
             self.abandoned += 1
             flag.set()
+            if not freed and idle is not None and self.draining < self.max_running and idle():
+                self.draining += 1
+                free_slot()  # it holds no replicas and will take none: its slot is free now
             fut.add_done_callback(_abandoned(on_abandon))
             raise
 

@@ -6,7 +6,9 @@ that leaves while its job **runs** gets the job cancelled: the queue sets the jo
 flag, which the workbench checks at each batch boundary (``Workbench.generate(should_stop=…)``),
 so the slot frees within one batch and the replicas stay warm; the job's folder is removed.
 A workbench without that parameter finishes the job first (its slot stays taken until
-then, so replicas are never shared) and the output is discarded all the same.
+then, so replicas are never shared) and the output is discarded all the same. A job that has
+not leased its replicas yet (speech synthesis and the other stages before rendering) frees
+its slot at once and never leases them (``phase``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fastapi.responses import JSONResponse
 from ..errors import InputError, LipbenchError
 from ..record import RunRecord
 from .errors import error_response, lipbench_response, on_unexpected, queue_full_response
+from .phase import JobPhase
 from .queue import QueueFull
 from .state import ServerState
 from .storage import StoredJob
@@ -96,7 +99,8 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
         state.store.discard(job_id)
 
     t0 = time.monotonic()
-    queued = asyncio.ensure_future(state.queue.run(job.work, cancel, on_abandon=abandoned))
+    work, idle = phased(state, job)
+    queued = asyncio.ensure_future(state.queue.run(work, cancel, abandoned, idle))
     try:
         while not queued.done():
             await asyncio.wait({queued}, timeout=POLL_S)
@@ -125,6 +129,15 @@ async def run_job(state: ServerState, request: Request, strategy: str, body: Any
     log.info("job %s (%s): %s s → %s", job_id, strategy, rec.timings.total,
              state.store.names(job_id).video)  # fmt: skip
     return response_from_record(stored, rec, time.monotonic() - t0)
+
+
+def phased(state: ServerState, job: PreparedJob) -> tuple[Callable[[], RunRecord], Callable[[], bool] | None]:  # fmt: skip
+    """The job's work with its leases watched, and the queue's ``idle`` question: a job
+    cancelled before it leased replicas frees its slot at once (``phase``)."""
+    phase = JobPhase(job.cancel)
+    return (lambda: phase.run(job.work)), (
+        phase.holds_no_replicas if state.watches_leases else None
+    )
 
 
 def _once(fn: Callable[[], Any]) -> Callable[[], None]:

@@ -15,6 +15,7 @@ from .. import tts
 from ..errors import LipbenchError
 from ..jobs import STRATEGIES
 from ..record import ReplicaRow
+from .phase import watch_leases
 from .queue import JobQueue
 from .storage import JobStore
 from .stream_jobs import StreamJobs
@@ -36,6 +37,7 @@ class ServerState:
     replicas: dict[str, list[ReplicaRow]] = field(default_factory=dict)
     started: bool = False
     closed: bool = False
+    watches_leases: bool = False  # a job cancelled before its lease frees its slot at once
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], wb: Any, owns_wb: bool, warmup: bool) -> ServerState:
@@ -61,6 +63,7 @@ class ServerState:
         if self.started:
             return
         self.store.open()
+        self.watches_leases = watch_leases(self.wb)
         for strategy in STRATEGIES:
             pool = self.wb.pool(self.models(strategy))  # threads: jobs.threads_per_replica
             self.replicas[strategy] = pool.replica_rows()

@@ -29,7 +29,7 @@ from ..errors import InputError, LipbenchError
 from ..record import RunRecord
 from .errors import error_body, lipbench_status, queue_full_response
 from .queue import QueueFull
-from .runner import PreparedJob, audio_id_error, prepare_job, response_from_record
+from .runner import PreparedJob, audio_id_error, phased, prepare_job, response_from_record
 from .state import ServerState
 from .stream_jobs import ACTIVE, StreamJob
 
@@ -48,16 +48,18 @@ def start_stream(state: ServerState, strategy: str, body: Any) -> StreamJob | JS
     except InputError as exc:
         return audio_id_error(exc)
 
+    run, idle = phased(state, prepared)
+
     def work() -> RunRecord:
         job.move("running", only_from=("queued",))  # a slot is free: it left the queue
-        return prepared.work()
+        return run()
 
     def abandoned(_f: asyncio.Future) -> None:
         log.info("stream job %s: cancelled; its output discarded", job.id)
         state.store.discard(job.id)
 
     try:
-        job.queued = state.queue.submit(work, prepared.cancel, on_abandon=abandoned)
+        job.queued = state.queue.submit(work, prepared.cancel, abandoned, idle)
     except QueueFull as exc:
         prepared.release()
         return queue_full_response(exc)
