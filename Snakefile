@@ -24,12 +24,17 @@ validate(config, "config/schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/execution.smk"
 include: "workflow/rules/tts.smk"
 include: "workflow/rules/audio.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/report.smk"
+
+
+onstart:
+    pass_interrupts_to_steps()
 
 
 rule all:

@@ -32,6 +32,7 @@ from lipbench.plan import (
     planned_chunks,
     seed_rule_range,
 )
+from lipbench.request import Settings
 
 EVERY_SECOND = Keyframes(25, 1.0)
 
@@ -43,8 +44,8 @@ def test_grid_from_config_and_the_planner(cfg):
     # the seed policy: < 10 s → 1; ~15 s per chunk, at least 2; capped by the 2 replicas
     assert [c.parallel.n_chunks for c in comps] == [1, 2, 2]
     assert all(c.sequential.models == ("gan",) and c.parallel.models == ("gan", "nogan") for c in comps)  # fmt: skip
-    # one rule: the planner's count is plan.planned_chunks, the same function plan_from_config uses
-    assert [grid.planner_for(d, 2, cfg) for d in (5, 12, 40)] == [planned_chunks(d, 2, cfg)[0] for d in (5, 12, 40)]  # fmt: skip
+    # one rule: the planner's count is plan.planned_chunks, the same function plan_audio uses
+    assert [grid.planner_for(d, 2, cfg) for d in (5, 12, 40)] == [planned_chunks(d, 2, Settings.from_config(cfg))[0] for d in (5, 12, 40)]  # fmt: skip
     assert grid.Grid.from_config(cfg).durations == cfg["sweep"]["durations"]
     assert max(cfg["sweep"]["durations"]) >= 60  # the default grid reaches 60 s
 
@@ -251,13 +252,13 @@ def test_predicted_latency_of_a_configuration():
 def test_measured_policy_reads_the_published_cost_model(tmp_path, make_config):
     cfg = make_config(tmp_path, results_dir=str(tmp_path / "res"), plan={"policy": "measured"})
     with pytest.raises(InputError, match="run `lipbench bench`"):
-        planned_chunks(10, 2, cfg)
+        planned_chunks(10, 2, Settings.from_config(cfg))
     path = tmp_path / "res" / "bench" / "cost_model.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(COST.to_dict()))
-    assert load_measured_cost(cfg) == COST
-    assert planned_chunks(10, 2, cfg) == (2, "measured")
-    assert planned_chunks(0.4, 2, cfg) == (1, "measured")
+    assert load_measured_cost(Settings.from_config(cfg).plan.cost_model) == COST
+    assert planned_chunks(10, 2, Settings.from_config(cfg)) == (2, "measured")
+    assert planned_chunks(0.4, 2, Settings.from_config(cfg)) == (1, "measured")
 
 
 def test_explanation_states_the_figures():

@@ -13,22 +13,28 @@ import pytest
 from lipbench import audio
 from lipbench.chunk import load_sidecar, render_plan_chunk, sidecar_paths
 from lipbench.errors import LipbenchError
-from lipbench.plan import plan_from_config
+from lipbench.plan import plan_audio
+from lipbench.request import Settings
 from lipbench.video import count_frames
+
+
+@pytest.fixture(scope="module")
+def settings(cfg) -> Settings:
+    return Settings.from_config(cfg)
 
 
 @pytest.fixture(scope="module")
 def planned(cfg, speech_wav, tmp_path_factory):
     d = tmp_path_factory.mktemp("chunk")
-    plan = plan_from_config(audio.read_wav(speech_wav), cfg, ["gan", "nogan"], chunks=2)
+    plan = plan_audio(audio.read_wav(speech_wav), Settings.from_config(cfg), ["gan", "nogan"], chunks=2)
     plan.save(d / "plan.json")
     return d, plan
 
 
-def test_render_one_chunk_writes_video_and_sidecars(cfg, speech_wav, planned):
+def test_render_one_chunk_writes_video_and_sidecars(settings, speech_wav, planned):
     d, plan = planned
     out = d / "1.mp4"
-    row = render_plan_chunk(cfg, speech_wav, d / "plan.json", 1, out, threads=1)
+    row = render_plan_chunk(settings, speech_wav, d / "plan.json", 1, out, threads=1)
     c = plan.chunks[1]
     assert (row.chunk, row.model, row.frame_start, row.frame_end) == (
         1,
@@ -39,28 +45,28 @@ def test_render_one_chunk_writes_video_and_sidecars(cfg, speech_wav, planned):
     assert count_frames(out)[0] == c.n_frames
     car = load_sidecar(out)
     assert car.row == row
-    assert car.replica.model == "nogan" and car.replica.threads == 1
+    assert car.replica.model == "nogan" and car.replica.render.threads == 1
     assert car.replica.weights.source == "seeded-random"
     assert (
         car.edges["first"].shape == car.edges["last"].shape
         and len(car.edges["steps"]) == c.n_frames - 1
     )
-    assert car.usage["n"] >= 0 and "t0" in car.usage
+    assert car.usage["n"] == len(car.usage["samples"]) and car.usage["t0"] <= row.start_ts
     assert all(p.exists() for p in sidecar_paths(out))
 
 
-def test_chunk_outside_the_plan_is_refused_before_loading(cfg, speech_wav, planned):
+def test_chunk_outside_the_plan_is_refused_before_loading(settings, speech_wav, planned):
     d, _ = planned
     with pytest.raises(LipbenchError, match="chunk 5 not in the plan"):
-        render_plan_chunk(cfg, speech_wav, d / "plan.json", 5, d / "5.mp4")
+        render_plan_chunk(settings, speech_wav, d / "plan.json", 5, d / "5.mp4")
     assert not (d / "5.mp4").exists()
 
 
-def test_plan_for_other_audio_is_refused(cfg, planned, tmp_path):
+def test_plan_for_other_audio_is_refused(settings, planned, tmp_path):
     d, _ = planned
     other = audio.write_wav16k(tmp_path / "other.wav", np.zeros(8000, np.float32))  # 0.5 s
     with pytest.raises(LipbenchError, match="re-run the plan step"):
-        render_plan_chunk(cfg, other, d / "plan.json", 0, tmp_path / "0.mp4", threads=1)
+        render_plan_chunk(settings, other, d / "plan.json", 0, tmp_path / "0.mp4", threads=1)
     assert not (tmp_path / "0.mp4").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import pytest
 from lipbench import jobs
 from lipbench.errors import InputError
 from lipbench.jobs import (
+    JobSettings,
     chunk_cuda_visible,
     frame_label,
+    job_label,
     model_seed,
     nvidia_gpu_ids,
-    output_names,
     replica_device,
     resolve_job,
     threads_per_replica,
@@ -76,13 +78,24 @@ def test_label_seed_gpu(cfg):
     assert uses_gpu({**cfg, "device": "cuda"}) and not uses_gpu({**cfg, "device": "auto"})
 
 
-def test_output_names_derive_from_out(tmp_path):
-    names = output_names(tmp_path / "d" / "talk.mp4")
-    assert names.video.name == "talk.mp4"
-    assert names.record.name == "talk.run.json"
-    assert names.side.name == "talk.files" and names.audio.parent == names.side
-    with pytest.raises(InputError, match="must end in .mp4"):
-        output_names(tmp_path / "talk.avi")
+def test_the_job_label_is_decided_from_the_plans_checkpoints(cfg, tmp_path):
+    """One label per job, the same on both paths: a trained GAN with an untrained NOGAN
+    labels every frame of a two-chunk job, none of a job whose plan uses the GAN only."""
+    (tmp_path / "g.pth").write_bytes(b"x")
+    w = JobSettings.from_config({**cfg, "weights": {**cfg["weights"], "dir": str(tmp_path),
+                                                    "files": {"gan": "g.pth", "nogan": "n.pth"}}}).weights  # fmt: skip
+    assert w.trained("gan") and not w.trained("nogan")
+    assert job_label(["gan", "nogan"], w) == "untrained weights"
+    assert job_label(["gan"], w) is None
+    assert job_label(["nogan"], dataclasses.replace(w, label_untrained=False)) is None
+
+
+def test_threads_follow_the_plan_on_both_paths(cfg):
+    """A one-chunk parallel plan renders on one replica with every core, in the pool and in
+    the workflow's chunk job (both call Job.threads_per_replica with the plan's chunks)."""
+    job = resolve_job(cfg, "parallel", ["gan", "nogan"])
+    assert job.threads_per_replica(cfg, 1, cores=2) == 2 and job.one_chunk_on_full_replica(1)
+    assert job.threads_per_replica(cfg, 2, cores=2) == 1 and not job.one_chunk_on_full_replica(2)
 
 
 def test_jobs_imports_no_torch_or_numpy():
@@ -144,20 +157,20 @@ class _FakePool:
 def test_workbench_places_replicas_round_robin_on_cuda(cfg, monkeypatch, gpus, devices):
     import torch
 
-    from lipbench import pipeline
+    from lipbench import pipeline, pools
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    monkeypatch.setattr(pipeline, "ReplicaPool", _FakePool)
+    monkeypatch.setattr(pools, "ReplicaPool", _FakePool)
     with pipeline.Workbench({**cfg, "device": "cuda"}) as wb:
         pool = wb.pool(["gan", "nogan", "gan"], threads=1)
     assert [s.device for s in pool.specs] == devices
 
 
 def test_workbench_on_cpu_keeps_cpu(cfg, monkeypatch):
-    from lipbench import pipeline
+    from lipbench import pipeline, pools
 
-    monkeypatch.setattr(pipeline, "ReplicaPool", _FakePool)
+    monkeypatch.setattr(pools, "ReplicaPool", _FakePool)
     with pipeline.Workbench({**cfg, "device": "cpu"}) as wb:
         assert [s.device for s in wb.pool(["gan", "nogan"], threads=1).specs] == ["cpu", "cpu"]
 

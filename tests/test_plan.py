@@ -17,10 +17,11 @@ from lipbench.plan import (
     estimate_optimal_chunks,
     frame_count,
     make_plan,
-    plan_from_config,
+    plan_audio,
     planned_chunks,
     write_chunk_wavs,
 )
+from lipbench.request import Settings
 
 EVERY_SECOND = Keyframes(25, 1.0)
 
@@ -181,29 +182,29 @@ def _latency_cfg(make_config, tmp_path, **plan):
 
 
 def test_one_decision_for_every_caller(make_config, tmp_path):
-    """planned_chunks decides; plan_from_config (CLI `plan`, the pipeline, the workflow) and
+    """planned_chunks decides; plan_audio (CLI `plan`, the pipeline, the workflow) and
     the bench's grid ask it, so they all follow plan.objective."""
     from lipbench.bench.grid import planner_for
 
     cfg = _latency_cfg(make_config, tmp_path, max_chunks=2)
     assert cfg["plan"]["objective"] == "latency"
-    assert planned_chunks(10.0, 2, cfg) == (1, "measured latency")
-    assert planned_chunks(10.0, 2, cfg, stream=False) == (2, "measured")  # latency = total time
-    assert planned_chunks(10.0, 2, cfg, chunks=3) == (3, "fixed")
+    assert planned_chunks(10.0, 2, Settings.from_config(cfg)) == (1, "measured latency")
+    assert planned_chunks(10.0, 2, Settings.from_config(cfg), stream=False) == (2, "measured")  # latency = total time
+    assert planned_chunks(10.0, 2, Settings.from_config(cfg), chunks=3) == (3, "fixed")
     x = np.zeros(16000 * 10, dtype=np.float32)
-    assert plan_from_config(x, cfg, ["gan", "nogan"]).n_chunks == 1
-    assert plan_from_config(x, cfg, ["gan", "nogan"], stream=False).n_chunks == 2
+    assert plan_audio(x, Settings.from_config(cfg), ["gan", "nogan"]).n_chunks == 1
+    assert plan_audio(x, Settings.from_config(cfg), ["gan", "nogan"], stream=False).n_chunks == 2
     assert planner_for(10.0, 2, cfg) == 1 and planner_for(10.0, 2, cfg, stream=False) == 2
     default = make_config(tmp_path / "d", results_dir=str(tmp_path / "res"), plan={"policy": "measured"})  # fmt: skip
     assert default["plan"]["objective"] == "throughput"
-    assert planned_chunks(10.0, 2, default) == (2, "measured")
+    assert planned_chunks(10.0, 2, Settings.from_config(default)) == (2, "measured")
 
 
 def test_latency_needs_the_measured_cost_model(make_config, tmp_path):
     cfg = make_config(tmp_path, plan={"policy": "seed", "objective": "latency"})
     with pytest.raises(InputError, match="objective is 'latency' but plan.policy is 'seed'") as err:
-        planned_chunks(20.0, 2, cfg)
+        planned_chunks(20.0, 2, Settings.from_config(cfg))
     assert "plan.policy: measured" in err.value.fix
-    assert planned_chunks(20.0, 2, cfg, stream=False) == (2, "seed")  # not streamed: throughput
+    assert planned_chunks(20.0, 2, Settings.from_config(cfg), stream=False) == (2, "seed")  # not streamed: throughput
     with pytest.raises(InputError, match="plan/objective"):
         make_config(tmp_path, plan={"objective": "fast"})

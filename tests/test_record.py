@@ -11,8 +11,9 @@ from pathlib import Path
 
 from lipbench import audio
 from lipbench.chunk import render_plan_chunk
-from lipbench.plan import plan_from_config
+from lipbench.plan import plan_audio
 from lipbench.record import RECORD_VERSION, RunRecord, read_record, shape_of
+from lipbench.request import Settings
 from lipbench.stitch import merge_job
 
 # Fields whose keys are data, not schema (stage names, pids, model names, package names).
@@ -37,27 +38,33 @@ def same_shape(a, b, where="record") -> list[str]:
     return [f"{where}: {a} vs {b}"]
 
 
-def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tmp_path):
-    cfg = workbench.cfg
-    pool_rec = workbench.generate(
-        tmp_path / "pool" / "result.mp4", audio=speech_wav, strategy="parallel",
-        models=["gan", "nogan"], chunks=2, progress=False,
-    )  # fmt: skip
-
-    # the workflow path, step by step, as its rules run it
-    wf = tmp_path / "wf"
-    wf.mkdir()
+def both_paths(wb, speech_wav, out: Path, models: list[str], chunks: int):
+    """The same job rendered by the pool and by the workflow's units of work, called from
+    Python as its rules call them (threads per chunk job from the plan, as `chunk_threads`)."""
+    settings = wb.settings
+    pool_rec = wb.generate(wb.request(out / "pool" / "result.mp4", audio=speech_wav,
+                                      strategy="parallel", models=models, chunks=chunks,
+                                      progress=False))  # fmt: skip
+    wf = out / "wf"
+    wf.mkdir(parents=True)
     wav = audio.convert_to_wav16k(speech_wav, wf / "audio.wav")
-    plan = plan_from_config(audio.read_wav(wav), cfg, ["gan", "nogan"], chunks=2)
+    job = wb.job("parallel", models, chunks)
+    plan = plan_audio(audio.read_wav(wav), settings, list(job.models), chunks=chunks)
     plan.save(wf / "plan.json")
-    chunks = [wf / f"{k}.mp4" for k in range(plan.n_chunks)]
-    for k, out in enumerate(chunks):
-        render_plan_chunk(cfg, wav, wf / "plan.json", k, out, threads=1)
+    threads = job.threads_per_replica(settings.job, plan.n_chunks)
+    paths = [wf / f"{k}.mp4" for k in range(plan.n_chunks)]
+    for k, path in enumerate(paths):
+        render_plan_chunk(settings, wav, wf / "plan.json", k, path, threads=threads)
     bench = wf / "tts.tsv"
     bench.write_text("s\th:m:s\n0.5\t0:00:00\n")
-    _, wf_rec = merge_job(cfg, wf / "plan.json", wav, chunks, wf / "result.mp4", wf / "run.json",
-                          benchmarks=[bench], strategy="parallel")  # fmt: skip
+    _, wf_rec = merge_job(settings, wf / "plan.json", wav, paths, wf / "result.mp4", wf / "run.json",
+                          benchmarks=[bench], strategy="parallel", models=models)  # fmt: skip
+    return pool_rec, wf_rec, plan
 
+
+def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tmp_path):
+    pool_rec, wf_rec, plan = both_paths(workbench, speech_wav, tmp_path, ["gan", "nogan"], 2)
+    wf = tmp_path / "wf"
     a, b = pool_rec.to_dict(), wf_rec.to_dict()
     assert same_shape(shape_of(a), shape_of(b)) == []
     assert a["engine"] == "pool" and b["engine"] == "snakemake"
@@ -68,6 +75,7 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
         [c["model"] for c in a["chunks"]] == [c["model"] for c in b["chunks"]] == ["gan", "nogan"]
     )
     assert a["weights"] == b["weights"]
+    assert (a["label"], a["threads_per_replica"]) == (b["label"], b["threads_per_replica"])
     assert b["snakemake_benchmarks"] == {"tts": 0.5} and b["timings"]["tts"] == 0.5
     # what is on disk reads back into the same typed record
     on_disk = read_record(wf / "run.json")
@@ -79,6 +87,34 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
     for rec in (a, b):
         for key in ("video", "record", "audio", "plan"):
             assert Path(rec["outputs"][key]).exists(), (rec["engine"], key)
+
+
+def test_the_two_paths_agree_on_label_and_threads(make_config, speech_wav, tmp_path):
+    """A trained GAN with an untrained NOGAN: both paths label every frame of a two-chunk
+    job; a one-chunk parallel job renders on one replica with every core on both paths."""
+    import torch
+
+    from lipbench.gencache import seeded_random_generator
+    from lipbench.pipeline import Workbench
+    from lipbench.weights import save_official_checkpoint
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    save_official_checkpoint(seeded_random_generator(7), weights / "wav2lip_gan.pth")
+    cfg = make_config(tmp_path / "root", weights={"dir": str(weights)})
+    torch.set_num_threads(2)
+    with Workbench(cfg) as wb:
+        for chunks in (2, 1):
+            pool_rec, wf_rec, _ = both_paths(wb, speech_wav, tmp_path / f"c{chunks}", ["gan", "nogan"], chunks)  # fmt: skip
+            a, b = pool_rec.to_dict(), wf_rec.to_dict()
+            assert same_shape(shape_of(a), shape_of(b)) == []
+            for key in ("label", "threads_per_replica", "one_chunk_on_full_replica", "weights_trained"):
+                assert a[key] == b[key], (chunks, key, a[key], b[key])
+            assert [r["render"]["threads"] for r in a["replicas"]] == [c["threads"] for c in b["chunks"]]
+            if chunks == 2:
+                assert a["label"] == "untrained weights" and not a["weights_trained"]
+            else:
+                assert a["label"] is None and a["one_chunk_on_full_replica"]
 
 
 def _row(start: float, end: float):

@@ -134,7 +134,8 @@ def test_merge_refuses_a_truncated_chunk(config_file, fake_job, tmp_path):
     video.encode_frames([np.zeros((96, 96, 3), np.uint8)] * n, short, ENC)
     bad = tmp_path / "bad.mp4"
     line = one_line_error(run_cli(*args, bad, "--chunks", chunks[0], short, config=config_file))
-    assert f"has {plan.chunks[0].n_frames + n} frames, the plan has {plan.n_frames}" in line
+    # caught per chunk, before the merge: the short file is named with its frame count
+    assert f"short.mp4) has {n} frames, the plan's chunk 1 has {plan.chunks[1].n_frames}" in line
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))
 
 

@@ -22,10 +22,10 @@ from .backends import describe
 from .config import resolve_device
 from .errors import LipbenchError
 from .inputs import build_inputs
-from .jobs import frame_label, model_seed, threads_per_replica
+from .jobs import job_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
 from .plan import Plan
-from .record import ChunkRow, ReplicaRow, StageTimer, WeightsRow
+from .record import ChunkRow, RenderChoice, ReplicaRow, StageTimer, WeightsRow
 from .stream.segments import SegmentWriter, StreamTarget
 from .video import EncoderSettings, FrameWriter
 
@@ -59,12 +59,11 @@ class ReplicaSpec:
     render_options: Any  # render.RenderOptions
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], model: str, threads: int, device: str) -> ReplicaSpec:
-        from .render import RenderOptions
-
-        w = cfg["weights"]
-        return cls(model, threads, device, w["dir"], dict(w["files"]),
-                   model_seed(cfg["seed"], model), RenderOptions.from_config(cfg))  # fmt: skip
+    def for_model(cls, settings: Any, model: str, threads: int, device: str) -> ReplicaSpec:
+        """``settings``: request.Settings."""
+        w = settings.job.weights
+        return cls(model, threads, device, w.dir, dict(w.files), model_seed(w.seed, model),
+                   settings.render_options())  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -75,10 +74,9 @@ class LoadedRenderer:
 
     def replica_row(self, replica: int, spec: ReplicaSpec) -> ReplicaRow:
         return ReplicaRow(
-            replica=replica, model=spec.model, threads=spec.threads, device=spec.device,
-            pid=os.getpid(), load_s=round(self.load_s, 4), weights=self.weights,
-            batch_size=int(self.renderer.options.batch_size),
-            calibration=self.renderer.calibration, backend=describe(self.renderer),
+            replica=replica, model=spec.model, device=spec.device, pid=os.getpid(),
+            load_s=round(self.load_s, 4), weights=self.weights,
+            render=RenderChoice(**describe(self.renderer), calibration=self.renderer.calibration),
         )  # fmt: skip
 
 
@@ -168,7 +166,7 @@ def sidecar_paths(video: str | Path) -> tuple[Path, Path]:
 
 
 def render_plan_chunk(
-    cfg: dict[str, Any],
+    settings: Any,  # request.Settings
     audio: str | Path,
     plan_path: str | Path,
     index: int,
@@ -178,21 +176,23 @@ def render_plan_chunk(
     threads: int | None = None,
 ) -> ChunkRow:
     """Render chunk ``index`` of a plan from the FULL-file mel, write the video-only chunk
-    and its sidecars (stats with the replica's facts and CPU samples; edge frames)."""
+    and its sidecars (stats with the replica's facts and CPU samples; edge frames).
+    ``threads``: as the workflow derives them from the plan (``Job.threads_per_replica``)."""
     plan = Plan.load(plan_path)
     if not 0 <= index < plan.n_chunks:
         raise LipbenchError(
             f"chunk {index} not in the plan (it has {plan.n_chunks})", "pick 0 … n_chunks-1"
         )
     chunk = plan.chunks[index]
-    device = resolve_device(cfg)
-    spec = ReplicaSpec.from_config(
-        cfg, model or chunk.model, threads or threads_per_replica(1, cfg), device
+    device = resolve_device(settings.job.device)
+    spec = ReplicaSpec.for_model(
+        settings, model or chunk.model, threads or threads_per_replica(1, settings.job), device
     )
     loaded = load_renderer(spec)
     timer = StageTimer()
-    job, _ = build_inputs(cfg, Path(audio), avatar, timer, str(Path(plan_path).resolve()))
-    job.label = frame_label(loaded.weights.trained, cfg)
+    job, _ = build_inputs(settings.face, settings.fps, Path(audio), avatar, timer, str(Path(plan_path).resolve()))
+    # the label of the whole job, as the pool decides it: every chunk of a job looks alike
+    job.label = job_label([c.model for c in plan.chunks], settings.job.weights)
     if job.n_frames != plan.n_frames:
         raise LipbenchError(
             f"plan {plan_path} has {plan.n_frames} frames but {audio} gives {job.n_frames}",
@@ -203,7 +203,7 @@ def render_plan_chunk(
     with UsageSampler(pids=[os.getpid()]) as usage:
         row, edges = render_chunk(
             loaded.renderer, job, chunk.frame_start, chunk.frame_end, out,
-            EncoderSettings.from_config(cfg), identity,
+            settings.encoder, identity,
         )  # fmt: skip
     stats_path, edges_path = sidecar_paths(out)
     with atomic_path(edges_path) as tmp, open(tmp, "wb") as fh:
@@ -214,8 +214,10 @@ def render_plan_chunk(
         "row": row.to_dict(),
         "replica": loaded.replica_row(index, spec).to_dict(),
         "detect_s": timer.stages.get("detect", 0.0),
+        "mel_s": timer.stages.get("mel", timer.stages.get("split", 0.0)),
+        "label": job.label,
         "process_start_ts": process_start_ts(),
-        "render_options": dataclasses.asdict(loaded.renderer.options),
+        "render_options": dataclasses.asdict(spec.render_options),
         "usage": {"t0": usage_t0, **usage.summary()},
     }
     write_text_atomic(stats_path, json.dumps(sidecar, indent=2) + "\n")
@@ -240,6 +242,8 @@ class ChunkSidecar:
     row: ChunkRow
     replica: ReplicaRow
     detect_s: float
+    mel_s: float
+    label: str | None
     process_start_ts: float
     render_options: dict[str, Any]
     usage: dict[str, Any]
@@ -254,6 +258,8 @@ def load_sidecar(video: str | Path) -> ChunkSidecar:
         row=ChunkRow.from_dict(data["row"]),
         replica=ReplicaRow.from_dict(data["replica"]),
         detect_s=data["detect_s"],
+        mel_s=data.get("mel_s", 0.0),
+        label=data.get("label"),
         process_start_ts=data["process_start_ts"],
         render_options=data["render_options"],
         usage=data["usage"],

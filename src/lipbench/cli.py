@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from . import tts
 from .config import deep_merge, load_config
 from .errors import LipbenchError
-from .jobs import STRATEGIES, output_names, positive, resolve_job
+from .jobs import STRATEGIES, positive, resolve_job
+from .outputs import refuse_input_as_output
 
 log = logging.getLogger("lipbench")
 
@@ -80,6 +82,7 @@ def cmd_tts(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from . import audio
 
+    refuse_input_as_output([args.input], [args.output], "output")
     out = audio.convert_to_wav16k(args.input, args.output)
     print(json.dumps({"path": str(out), "duration_s": round(audio.duration_s(out), 4),
                       "sample_rate": audio.SAMPLE_RATE}))  # fmt: skip
@@ -88,16 +91,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace, cfg: dict[str, Any]):
     from . import audio
-    from .plan import plan_from_config
+    from .plan import plan_audio
+    from .request import Settings
 
-    job = resolve_job(cfg, getattr(args, "strategy", "parallel"), _models(args.models), args.chunks)
+    settings = Settings.from_config(cfg)
+    job = resolve_job(settings.job, getattr(args, "strategy", "parallel"), _models(args.models), args.chunks)  # fmt: skip
     samples = audio.read_wav(args.audio)
-    return samples, plan_from_config(
-        samples, cfg, list(job.models), chunks=job.chunks, stream=False
-    )
+    return samples, plan_audio(samples, settings, list(job.models), chunks=job.chunks, stream=False)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.out:
+        refuse_input_as_output([args.audio], [args.out], "--out")
     _, plan = _plan(args, _cfg(args))
     if args.out:
         plan.save(args.out)
@@ -110,6 +115,10 @@ def cmd_split(args: argparse.Namespace) -> int:
     from .plan import Plan, write_chunk_wavs
 
     cfg = _cfg(args)
+    out_dir = Path(args.out_dir)
+    if out_dir.is_dir():  # an input named like an output (chunk_0.wav, chunk_0.json)
+        named = [p for p in out_dir.iterdir() if p.name.startswith("chunk_")]
+        refuse_input_as_output([args.audio, args.plan], named, "--out-dir file")
     if args.plan:
         samples, plan = audio.read_wav(args.audio), Plan.load(args.plan)
     else:
@@ -121,18 +130,18 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import Workbench
+    from .request import GenerateRequest, Hooks, Settings
 
-    cfg = _cfg(args)
-    text = cfg["text"]["default"] if args.text is None and args.audio is None else args.text
-    # Resolved before anything starts: a bad --models/--chunks/--threads/--out fails at once.
-    resolve_job(cfg, args.strategy, _models(args.models), args.chunks, args.threads)
-    output_names(args.out)
-    with Workbench(cfg, in_process_single=True) as wb:
-        rec = wb.generate(
-            args.out, text=text, lang=args.lang, audio=args.audio, strategy=args.strategy, models=_models(args.models),
-            chunks=args.chunks, engine=args.engine, avatar=args.avatar, threads=args.threads, progress=not args.no_progress,
-            keep_chunks=args.keep_chunks, stream=args.stream, on_stream=_announce_stream,
-        )  # fmt: skip
+    settings = Settings.from_config(_cfg(args))
+    # Built before anything starts: a bad flag, text, --out or stream setting fails at once.
+    req = GenerateRequest.build(
+        settings, args.out, text=args.text, audio=args.audio, lang=args.lang, engine=args.engine,
+        avatar=args.avatar, strategy=args.strategy, models=_models(args.models), chunks=args.chunks,
+        threads=args.threads, stream=args.stream, keep_chunks=args.keep_chunks,
+        progress=not args.no_progress, keep_live_stream=True, hooks=Hooks(on_stream=_announce_stream),
+    )  # fmt: skip
+    with Workbench(settings, in_process_single=True) as wb:
+        rec = wb.generate(req)
     stages = "  ".join(
         f"{k} {v:.2f}s" for k, v in rec.timings.to_dict().items() if isinstance(v, int | float)
     )
@@ -152,14 +161,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _announce_stream(playlist: Path) -> None:
     """Called once, when the first segment is listed: the live playlist's path."""
     print(f"streaming: {playlist}  (an HLS playlist that grows while rendering: open it in "
-          "mpv, ffplay or VLC; when the run ends it moves to <out>.files/stream/)", flush=True)  # fmt: skip
+          "mpv, ffplay or VLC; it stays readable here after the run, and the finished stream "
+          "is also in <out>.files/stream/)", flush=True)  # fmt: skip
 
 
 def cmd_render_chunk(args: argparse.Namespace) -> int:
     """One chunk in its own process: the workflow's unit of work (`chunk.render_plan_chunk`)."""
     from .chunk import render_plan_chunk
+    from .request import Settings
 
-    row = render_plan_chunk(_cfg(args), args.audio, args.plan, args.chunk, args.out,
+    row = render_plan_chunk(Settings.from_config(_cfg(args)), args.audio, args.plan, args.chunk, args.out,
                             model=args.model, avatar=args.avatar, threads=args.threads)  # fmt: skip
     print(json.dumps({k: getattr(row, k) for k in ("chunk", "model", "frames", "wall_s", "fps")}))
     return 0
@@ -167,10 +178,12 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Concat chunk videos (stream copy), mux the audio once, verify, write run.json."""
+    from .request import Settings
     from .stitch import merge_job
 
-    merge_s, _ = merge_job(_cfg(args), args.plan, args.audio, args.chunk_files, args.out, args.record,
-                           args.benchmarks, args.strategy, args.speech, args.tts_info, args.job_info)  # fmt: skip
+    merge_s, _ = merge_job(Settings.from_config(_cfg(args)), args.plan, args.audio, args.chunk_files, args.out, args.record,
+                           args.benchmarks, args.strategy, args.speech, args.tts_info, args.job_info,
+                           _models(args.models))  # fmt: skip
     print(json.dumps({"path": args.out, "chunks": len(args.chunk_files), "merge_s": merge_s}))
     return 0
 
@@ -296,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmarks", nargs="*", default=[],
                    help="Snakemake benchmark TSVs (<stage>.tsv) to take stage timings from")  # fmt: skip
     s.add_argument("--strategy", default="parallel", choices=STRATEGIES)
+    s.add_argument("--models", help="the job's checkpoints, comma list (default: the config's)")
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
     s.add_argument("--job-info", nargs="*", default=[],
@@ -354,7 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, timeout, docker stop, Slurm): handled like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -369,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted — nothing was published; run the command again", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM) — nothing was published; run the command again", file=sys.stderr)  # fmt: skip
+        return 143
     except Exception as exc:  # noqa: BLE001 - one line for users; -v shows the traceback
         if args.verbose:
             raise

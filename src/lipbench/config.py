@@ -109,9 +109,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_device(cfg: dict[str, Any]) -> str:
-    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'."""
-    device = cfg.get("device", "auto")
+def resolve_device(asked: str | dict[str, Any]) -> str:
+    """'auto' → 'cuda' when torch sees a GPU, else 'cpu' (``asked``: the device, or a config)."""
+    device = asked if isinstance(asked, str) else asked.get("device", "auto")
     if device == "auto":
         import torch
 

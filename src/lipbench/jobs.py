@@ -1,5 +1,5 @@
 """The one place a job is resolved: strategy → models, chunk count, threads per replica,
-device request, frame label, seeds, output names.
+device request, frame label, seeds. (Output names: ``lipbench.outputs``.)
 
 No torch, no numpy: the CLI, the pipeline, the bench, the server and the Snakemake rules
 (`workflow/rules/common.smk`) all import this module, and the workflow imports it on every
@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,57 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def check_models(models: list[str], cfg: dict[str, Any], where: str = "--models") -> list[str]:
+@dataclass(frozen=True)
+class WeightsSettings:
+    """The config's ``weights`` section and the seed of the fallback initialisation."""
+
+    dir: str
+    files: Mapping[str, str]  # checkpoint name → file name under ``dir``
+    label_untrained: bool
+    seed: int
+
+    def checkpoint(self, model: str) -> Path:
+        return Path(self.dir) / self.files[model]
+
+    def trained(self, model: str) -> bool:
+        """Whether ``model`` renders from a checkpoint (a file that is there but does not
+        load fails the run instead), decided without loading it."""
+        return self.checkpoint(model).exists()
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What resolving a job needs from the config. Light (no torch, no numpy): the workflow
+    builds it on every parse."""
+
+    weights: WeightsSettings
+    sequential_model: str
+    parallel_models: tuple[str, ...]
+    render_threads: int | None  # threads of a lone replica; None: every core
+    parallel_threads: int | None  # threads per replica of several; None: cores ÷ replicas
+    device: str  # auto | cpu | cuda
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> JobSettings:
+        w = cfg["weights"]
+        return cls(
+            weights=WeightsSettings(w["dir"], dict(w["files"]), bool(w["label_untrained"]), int(cfg["seed"])),
+            sequential_model=cfg["sequential"]["model"],
+            parallel_models=tuple(cfg["parallel"]["models"]),
+            render_threads=cfg["render"]["threads"],
+            parallel_threads=cfg["parallel"]["threads_per_replica"],
+            device=cfg["device"],
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, given: JobSettings | Mapping[str, Any]) -> JobSettings:
+        """A front end may pass its validated config dict."""
+        return given if isinstance(given, JobSettings) else cls.from_config(given)
+
+
+def check_models(models: list[str], settings: JobSettings, where: str = "--models") -> list[str]:
     """Checkpoint names must be configured (weights.files), checked before any replica starts."""
-    known = cfg["weights"]["files"]
+    known = settings.weights.files
     unknown = [m for m in models if m not in known]
     if unknown or not models:
         raise InputError(
@@ -77,43 +126,56 @@ class Job:
         return self.replica_models(n_chunks) != self.models
 
     def threads_per_replica(
-        self, cfg: dict[str, Any], n_chunks: int, cores: int | None = None
+        self, settings: JobSettings | Mapping[str, Any], n_chunks: int, cores: int | None = None
     ) -> int:
-        return self.threads or threads_per_replica(len(self.replica_models(n_chunks)), cfg, cores)
+        """Threads of each replica that renders a plan of ``n_chunks`` chunks: the pool's
+        replicas and the workflow's chunk jobs alike."""
+        return self.threads or threads_per_replica(len(self.replica_models(n_chunks)), settings, cores)
 
 
-def threads_per_replica(replicas: int, cfg: dict[str, Any], cores: int | None = None) -> int:
+def threads_per_replica(
+    replicas: int, settings: JobSettings | Mapping[str, Any], cores: int | None = None
+) -> int:
     """Torch threads per replica: replicas × threads ≤ cores unless configured otherwise."""
+    s = JobSettings.of(settings)
     cores = cores or cpu_cores()
     if replicas == 1:
-        return cfg["render"]["threads"] or cores
-    return cfg["parallel"]["threads_per_replica"] or max(1, cores // replicas)
+        return s.render_threads or cores
+    return s.parallel_threads or max(1, cores // replicas)
 
 
 def resolve_job(
-    cfg: dict[str, Any],
+    settings: JobSettings | Mapping[str, Any],
     strategy: str = "sequential",
     models: list[str] | None = None,
     chunks: int | None = None,
     threads: int | None = None,
 ) -> Job:
     """Strategy → models and chunk count. Sequential means one model and one chunk."""
+    s = JobSettings.of(settings)
     if strategy not in STRATEGIES:
         raise InputError(f"unknown strategy '{strategy}'", f"use one of {', '.join(STRATEGIES)}")
     positive(chunks, "--chunks")
     positive(threads, "--threads", upper=1024)
     if strategy == "sequential":
-        chosen = [models[0]] if models else [cfg["sequential"]["model"]]
+        chosen = [models[0]] if models else [s.sequential_model]
         chunks = 1
     else:
-        chosen = list(models) if models else list(cfg["parallel"]["models"])
-    check_models(chosen, cfg, "--models" if models else "the config's models")
-    return Job(strategy, tuple(chosen), chunks, threads, cfg["device"])
+        chosen = list(models) if models else list(s.parallel_models)
+    check_models(chosen, s, "--models" if models else "the config's models")
+    return Job(strategy, tuple(chosen), chunks, threads, s.device)
 
 
-def frame_label(trained: bool, cfg: dict[str, Any]) -> str | None:
+def frame_label(trained: bool, settings: JobSettings | Mapping[str, Any]) -> str | None:
     """Text stamped on every frame: only when some weights are untrained (and allowed)."""
-    return None if trained or not cfg["weights"]["label_untrained"] else UNTRAINED_LABEL
+    return None if trained or not JobSettings.of(settings).weights.label_untrained else UNTRAINED_LABEL
+
+
+def job_label(plan_models: list[str], weights: WeightsSettings) -> str | None:
+    """The label of a whole job, from the checkpoints its plan renders with: the same on
+    every frame and on both paths (the pool and the workflow's chunk jobs)."""
+    trained = all(weights.trained(m) for m in plan_models)
+    return None if trained or not weights.label_untrained else UNTRAINED_LABEL
 
 
 def model_seed(base: int, model: str) -> int:
@@ -123,10 +185,10 @@ def model_seed(base: int, model: str) -> int:
     return base + zlib.crc32(model.encode()) % 100_000
 
 
-def uses_gpu(cfg: dict[str, Any]) -> bool:
+def uses_gpu(settings: JobSettings | Mapping[str, Any]) -> bool:
     """Whether chunk jobs ask the scheduler for a GPU: only when the config asks for CUDA.
     (``auto`` resolves on the node that runs the chunk; it requests no GPU.)"""
-    return cfg["device"] == "cuda"
+    return JobSettings.of(settings).device == "cuda"
 
 
 def has_nvidia_driver() -> bool:
@@ -180,45 +242,5 @@ def chunk_cuda_visible(index: int, ids: list[str]) -> str | None:
     return ids[int(replica_device("cuda", index, len(ids)).split(":")[1])]
 
 
-@dataclass(frozen=True)
-class OutputNames:
-    """Every file a ``generate`` run may create or replace, all derived from ``--out``:
-    ``x.mp4``, ``x.run.json`` and the side files under ``x.files/``. A run touches nothing
-    else, so two runs into one folder never clobber each other."""
-
-    video: Path
-    record: Path
-    side: Path  # folder of side files: speech, audio.wav, plan.json, chunks/
-
-    @property
-    def speech_stem(self) -> Path:
-        return self.side / "speech"
-
-    @property
-    def audio(self) -> Path:
-        return self.side / "audio.wav"
-
-    @property
-    def plan(self) -> Path:
-        return self.side / "plan.json"
-
-    @property
-    def chunks(self) -> Path:
-        return self.side / "chunks"
-
-    def all(self) -> list[Path]:
-        return [self.video, self.record, self.side]
-
-
-def output_names(out: str | os.PathLike) -> OutputNames:
-    out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise InputError(
-            f"--out must end in .mp4 (got {out})", "e.g. --out results/demo/result.mp4"
-        )
-    stem = out.with_suffix("")
-    return OutputNames(
-        video=out,
-        record=stem.with_name(stem.name + ".run.json"),
-        side=stem.with_name(stem.name + ".files"),
-    )
+# TODO(#24): moved to lipbench.outputs; re-exported until the server's fakes import it there
+from .outputs import OutputNames, output_names  # noqa: E402,F401

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import InputError
 from .keyframes import Keyframes
+from .schedule import busiest_frames
 from .stream.stall import Playback, playback, segment_schedule
 
 # What the ``measured`` policy minimises: the job's total time, or what a viewer of the
@@ -51,7 +52,7 @@ class MeasuredCost:
         self, frames: int, n_chunks: int, replicas: int, chunk_frames: list[int] | None = None
     ) -> float | None:
         """``chunk_frames``: the plan's actual chunk sizes (silence snapping makes them
-        uneven); None assumes an even split. Chunk k goes to replica k % replicas."""
+        uneven); None assumes an even split. Chunks go to replicas by ``schedule``."""
         kind, rate, k = self._rate(n_chunks, replicas)
         over = self.overhead_s.get(kind)
         if not rate or over is None:
@@ -59,7 +60,7 @@ class MeasuredCost:
         if k == 1:
             return frames / rate + over
         if chunk_frames:
-            busiest = max(sum(chunk_frames[i::k]) for i in range(k))
+            busiest = busiest_frames(chunk_frames, k)
         else:
             busiest = frames * math.ceil(n_chunks / k) / n_chunks
         return busiest / rate + over
@@ -129,13 +130,9 @@ def even_split(frames: int, n_chunks: int) -> list[int]:
     return [b - a for a, b in zip(ideal[:-1], ideal[1:], strict=True)]
 
 
-def measured_cost_path(cfg: dict[str, Any]) -> Path:
-    """Where `lipbench bench` publishes its cost model and the ``measured`` policy reads it."""
-    return Path(cfg["results_dir"]) / "bench" / "cost_model.json"
-
-
-def load_measured_cost(cfg: dict[str, Any]) -> MeasuredCost:
-    path = measured_cost_path(cfg)
+def load_measured_cost(path: str | Path) -> MeasuredCost:
+    """The cost model at ``path`` (``request.cost_model_path``: results_dir/bench/)."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(
             f"plan.policy is 'measured' but there is no cost model at {path}",

@@ -1,322 +1,257 @@
-"""One job end to end: text → speech → 16 kHz WAV → plan → chunks rendered on replicas →
-concat (stream copy) → audio muxed once → a verified MP4 + its run record.
+"""One job end to end, in three phases on one ``GenerateRequest``:
+
+- **prepare**: text → speech → 16 kHz WAV; the avatar and its face boxes; the full-file mel;
+  the chunk plan. Bad input fails here, before any replica is leased.
+- **render**: the plan's chunks on leased replicas (``pools``), streamed as they render
+  when asked.
+- **finish**: concat (stream copy) → audio muxed once → a verified MP4 + its run record.
 
 Sequential is the one-chunk, one-replica case of the same path, so a benchmark compares
-strategies, not two code paths. A ``Workbench`` keeps replica pools warm across jobs (the
-server and the bench reuse them) and leases each pool to one job at a time.
+strategies, not two code paths. Outputs are written in a staging folder and published all
+together at the end (``outputs``).
 """
 
 from __future__ import annotations
 
-import logging
-import os
+import dataclasses
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from tqdm import tqdm
 
 from . import audio as audio_mod
 from . import tts as tts_mod
-from .chunk import ReplicaSpec, process_start_ts
-from .config import load_config, resolve_device
-from .errors import InputError
+from .chunk import Edges, process_start_ts
+from .config import load_config
 from .inputs import build_inputs
-from .jobs import (
-    Job,
-    OutputNames,
-    frame_label,
-    output_names,
-    replica_device,
-    resolve_job,
-    threads_per_replica,
-    visible_gpus,
-)
+from .jobs import Job, job_label, resolve_job, threads_per_replica
 from .metrics import UsageSampler
-from .plan import plan_from_config
+from .outputs import OutputNames, staging
+from .plan import Plan, plan_audio
 from .pool import ChunkTask, ReplicaPool
-from .record import ModelLoad, Outputs, RunRecord, StageTimer, Timings, TTSInfo, build_record
-from .stream.playlist import PLAYLIST
+from .pools import Pools
+from .record import (
+    ChunkRow,
+    ModelLoad,
+    Outputs,
+    ReplicaRow,
+    RunRecord,
+    StageTimer,
+    Timings,
+    TTSInfo,
+    build_record,
+)
+from .replica import Cancelled
+from .request import GenerateRequest, Hooks, Settings
+from .stream.playlist import StreamPublisher
 from .stream.run import latency, start_publisher, stream_target
-from .stream.segments import check_streamable
-from .video import EncoderSettings, merge_chunks
-
-log = logging.getLogger("lipbench.pipeline")
+from .video import merge_chunks
 
 
 @dataclass
-class PreparedAudio:
+class Prepared:
+    """What the render phase needs: the job's audio, inputs and plan."""
+
     wav: Path
     speech: Path | None
     tts: TTSInfo | None
+    inputs: Any  # render.JobInputs
+    plan: Plan
 
 
-def prepare_audio(
-    cfg: dict[str, Any],
-    names: OutputNames,
-    timer: StageTimer,
-    text: str | None = None,
-    lang: str | None = None,
-    engine: str | None = None,
-    audio: str | os.PathLike | None = None,
-) -> PreparedAudio:
-    """TTS (when given text) and conversion to 16 kHz mono WAV, into ``names``' side files."""
-    if (text is None) == (audio is None):
-        raise InputError(
-            "give either text or an audio file", 'use --text "…" or --audio speech.wav'
-        )
-    speech = None
-    info = None
-    if text is not None:
-        engine = engine or cfg["tts"]["engine"]
-        lang = lang or cfg["text"]["lang"]
-        tts_mod.validate_text(text, cfg["text"]["max_chars"])
-        concrete = tts_mod.resolve_engine(engine, lang)
-        speech = names.speech_stem.with_suffix(tts_mod.output_suffix(concrete))
+@dataclass
+class Rendered:
+    rows: list[ChunkRow]  # in chunk order
+    edges: list[Edges]
+    replicas: list[ReplicaRow]
+    threads: int  # per replica
+    usage: dict[str, Any]
+    pool_start_s: float
+    waited_s: float
+    publisher: StreamPublisher | None
+
+
+def _check_stop(req: GenerateRequest) -> None:
+    """Between stages: a job whose client went away stops here, not only while rendering."""
+    if req.hooks.should_stop and req.hooks.should_stop():
+        raise Cancelled("the job was cancelled", "its client went away; nothing was published")
+
+
+def prepare_audio(req: GenerateRequest, stage: OutputNames, timer: StageTimer) -> tuple[Path, Path | None, TTSInfo | None]:  # fmt: skip
+    """TTS (when given text) and conversion to 16 kHz mono WAV, into the staging side files."""
+    s = req.settings
+    speech, info = None, None
+    if req.text is not None:
+        speech = stage.speech_stem.with_suffix(tts_mod.output_suffix(req.engine))
         with timer.stage("tts"):
-            res = tts_mod.synthesize(text, lang, speech, engine=concrete,
-                                     max_chars=cfg["text"]["max_chars"], timeout_s=cfg["tts"]["timeout_s"])  # fmt: skip
-        info = TTSInfo(res.engine, res.lang, res.sample_rate, len(text))
+            res = tts_mod.synthesize(req.text, req.lang, speech, engine=req.engine,
+                                     max_chars=s.tts.max_chars, timeout_s=s.tts.timeout_s)  # fmt: skip
+        info = TTSInfo(res.engine, res.lang, res.sample_rate, len(req.text))
         src: Path = res.path
     else:
-        src = Path(audio)  # type: ignore[arg-type]
+        assert req.audio is not None
+        src = req.audio
         timer.stages["tts"] = 0.0
+    _check_stop(req)
     with timer.stage("convert"):
-        audio_mod.convert_to_wav16k(src, names.audio, ffmpeg=cfg["video"]["ffmpeg"])
-    return PreparedAudio(names.audio, speech, info)
+        audio_mod.convert_to_wav16k(src, stage.audio, ffmpeg=s.ffmpeg)
+    return stage.audio, speech, info
 
 
-def refuse_overwriting_input(names: OutputNames, inputs: list[str | os.PathLike | None]) -> None:
-    """An output path equal to (or holding) an input path would destroy the user's file."""
-    outs = [p.resolve() for p in names.all()]
-    for given in inputs:
-        if given is None or str(given).lower() == "default":
-            continue
-        p = Path(given).resolve()
-        if any(p == o or o in p.parents for o in outs):
-            raise InputError(
-                f"--out {names.video} would overwrite the input {given}",
-                "pick another --out (outputs are <out>.mp4, <out>.run.json and <out>.files/)",
-            )
+def prepare(req: GenerateRequest, stage: OutputNames, timer: StageTimer) -> Prepared:
+    wav, speech, info = prepare_audio(req, stage, timer)
+    _check_stop(req)
+    s = req.settings
+    inputs, samples = build_inputs(s.face, s.fps, wav, req.avatar, timer, uuid.uuid4().hex[:12])
+    # build_inputs times the mel as "split" until it names the stage itself
+    timer.stages.setdefault("mel", timer.stages.pop("split", 0.0))
+    _check_stop(req)
+    with timer.stage("split"):
+        plan = plan_audio(samples, s, list(req.job.models), req.job.chunks, stream=req.stream)
+        plan.save(stage.plan)
+    # one label for the whole job, from the checkpoints its plan renders with
+    inputs.label = job_label([c.model for c in plan.chunks], s.job.weights)
+    return Prepared(wav, speech, info, inputs, plan)
 
 
-def publish(staging: OutputNames, final: OutputNames) -> None:
-    """Move a finished run's files into place: side files first, the record last, so an
-    interrupted run leaves the previous result complete."""
-    if final.side.exists():
-        trash = final.side.with_name(f".{final.side.name}.old-{uuid.uuid4().hex[:6]}")
-        final.side.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    staging.side.rename(final.side)
-    os.replace(staging.video, final.video)
-    os.replace(staging.record, final.record)
+def _chunk_input(inputs: Any, a: int, b: int) -> Any:
+    """What a chunk task carries: its frame range's part of the job's inputs."""
+    for_range = getattr(inputs, "for_range", None)
+    return for_range(a, b) if for_range else inputs
 
 
-def _resolved_backend(described: dict[str, Any] | None) -> dict[str, Any]:
-    """The backend and precision the replicas resolved ("auto" → what calibration chose)."""
-    return {k: described[k] for k in ("backend", "precision")} if described else {}
+def chunk_path(stage: OutputNames, index: int) -> Path:
+    return stage.chunks / f"chunk_{index}.mp4"
 
 
-def remove_stale_staging(final: OutputNames) -> None:
-    """A run killed with SIGKILL leaves its staging folder behind (never a published file):
-    the next run for the same --out removes those whose process is gone."""
-    for d in final.video.parent.glob(f".{final.video.stem}.staging-*"):
-        pid = d.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
+def render(req: GenerateRequest, prep: Prepared, stage: OutputNames, pools: Pools) -> Rendered:
+    job, plan, s = req.job, prep.plan, req.settings
+    threads = job.threads_per_replica(s.job, plan.n_chunks)
+    stage.chunks.mkdir(exist_ok=True)
+    tasks = [ChunkTask(c.index, _chunk_input(prep.inputs, c.frame_start, c.frame_end),
+                       c.frame_start, c.frame_end, str(chunk_path(stage, c.index)),
+                       s.encoder, c.index,
+                       stream_target(s.audio_bitrate, stage, plan, c) if req.stream else None)
+             for c in plan.chunks]  # fmt: skip
+    with pools.lease(job.replica_models(plan.n_chunks), threads) as lease:
+        pool: ReplicaPool = lease.pool
+        replicas = pool.replica_rows()
+        publisher = (
+            start_publisher(stage, [t.stream for t in tasks], s.encoder, req.hooks.on_stream)
+            if req.stream
+            else None
+        )
+        bar = tqdm(total=plan.n_frames, unit="frame", desc=f"{job.strategy} ×{len(job.models)}",
+                   disable=not req.progress, leave=False)  # fmt: skip
+        try:
+            with UsageSampler(pids=pool.pids()) as usage:
+                rows, edges = pool.render_chunks(tasks, bar.update, req.hooks.should_stop)
+        except BaseException:
+            if publisher is not None:
+                publisher.close(finished=False)  # stop watching; the playlist stays open
+            raise
+        finally:
+            bar.close()
+        if publisher is not None:
+            publisher.close(finished=True)
+    return Rendered(
+        rows=[rows[c.index] for c in plan.chunks], edges=[edges[c.index] for c in plan.chunks],
+        replicas=replicas, threads=threads, usage=usage.summary(), pool_start_s=pool.start_s,
+        waited_s=lease.waited_s, publisher=publisher,
+    )  # fmt: skip
+
+
+def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNames,
+           timer: StageTimer, origin: tuple[float, str]) -> RunRecord:  # fmt: skip
+    s, plan, final = req.settings, prep.plan, req.outputs
+    with timer.stage("merge"):
+        merge_chunks([chunk_path(stage, c.index) for c in plan.chunks], prep.wav, stage.video, s.ffmpeg, s.audio_bitrate,
+                     expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
+    t = timer.stages
+    timings = Timings(t["tts"], t["convert"], t["detect"], t["mel"], t["split"], t["infer"],
+                      t["merge"], timer.total())  # fmt: skip
+    return build_record(
+        engine="pool",
+        strategy=req.job.strategy,
+        plan=plan,
+        chunks=done.rows,
+        edges=done.edges,
+        replicas=done.replicas,
+        timings=timings,
+        outputs=Outputs(
+            video=str(final.video), record=str(final.record), plan=str(final.plan),
+            audio=str(final.audio),
+            speech=str(final.side / prep.speech.name) if prep.speech else None,
+        ),  # fmt: skip
+        model_load=ModelLoad(
+            per_job=False, load_s=[r.load_s for r in done.replicas],
+            pool_start_s=done.pool_start_s, waited_s=done.waited_s,
+            note="replicas load once per pool and are reused; not in timings.total",
+        ),  # fmt: skip
+        cpu=done.usage,
+        label=prep.inputs.label,
+        tts=prep.tts,
+        render_options=dataclasses.asdict(s.render_options()),
+        threads_per_replica=done.threads,
+        one_chunk_on_full_replica=req.job.one_chunk_on_full_replica(plan.n_chunks),
+        process_start_ts=origin[0],
+        latency=latency(origin, done.publisher, time.time(), final.playlist),
+    )
 
 
 class Workbench:
-    """Config + warm replica pools. ``generate`` runs one job with a chosen strategy."""
+    """Settings + warm replica pools. ``generate`` runs one request."""
 
-    def __init__(self, cfg: dict[str, Any] | None = None, in_process_single: bool = False):
-        """``in_process_single``: a one-replica pool runs on a thread of this process (the
-        CLI's sequential path starts faster: no second interpreter, no second torch import)."""
-        self.cfg = cfg if cfg is not None else load_config()
-        self.in_process_single = in_process_single
-        self._pools: dict[tuple, ReplicaPool] = {}
-        self._leases: dict[tuple, threading.Lock] = {}
-        self._guard = threading.Lock()
+    def __init__(self, cfg: dict[str, Any] | Settings | None = None, in_process_single: bool = False):
+        """``in_process_single``: see ``pools.Pools``."""
+        self.settings = cfg if isinstance(cfg, Settings) else Settings.from_config(cfg if cfg is not None else load_config())  # fmt: skip
+        self.pools = Pools(self.settings, in_process_single)
+
+    def request(self, out: str | Path, **kwargs: Any) -> GenerateRequest:
+        """A request on this workbench's settings (``GenerateRequest.build``'s arguments)."""
+        return GenerateRequest.build(self.settings, out, **kwargs)
 
     def job(self, strategy: str = "sequential", models: list[str] | None = None,
             chunks: int | None = None, threads: int | None = None) -> Job:  # fmt: skip
-        return resolve_job(self.cfg, strategy, models, chunks, threads)
-
-    def _key(self, models: tuple[str, ...] | list[str], threads: int) -> tuple:
-        return (tuple(models), threads)
+        return resolve_job(self.settings.job, strategy, models, chunks, threads)
 
     def pool(self, models: list[str] | tuple[str, ...], threads: int | None = None) -> ReplicaPool:
         """The warm pool for these models (started on first use)."""
-        threads = threads or threads_per_replica(len(models), self.cfg)
-        key = self._key(models, threads)
-        with self._guard:
-            self._leases.setdefault(key, threading.Lock())
-            if key not in self._pools:
-                device = resolve_device(self.cfg)
-                specs = [ReplicaSpec.from_config(self.cfg, m, threads, replica_device(device, i, visible_gpus(device))) for i, m in enumerate(models)]  # fmt: skip
-                pool = ReplicaPool(specs, in_process=self.in_process_single and len(specs) == 1)
-                for r in pool.replica_rows():
-                    if not r.weights.trained:
-                        log.warning("replica %d (%s): no checkpoint found — SEEDED RANDOM weights, output is not a trained lip-sync",
-                                    r.replica, r.model)  # fmt: skip
-                self._pools[key] = pool
-            return self._pools[key]
+        return self.pools.get(models, threads or threads_per_replica(len(models), self.settings.job))
 
-    def generate(
-        self,
-        out: str | os.PathLike,
-        text: str | None = None,
-        lang: str | None = None,
-        audio: str | os.PathLike | None = None,
-        strategy: str = "sequential",
-        models: list[str] | None = None,
-        chunks: int | None = None,
-        engine: str | None = None,
-        avatar: str | None = None,
-        threads: int | None = None,
-        progress: bool = True,
-        keep_chunks: bool = False,
-        should_stop: Callable[[], bool] | None = None,
-        stream: bool = False,
-        on_stream: Callable[[Path], None] | None = None,
-        origin: tuple[float, str] | None = None,
-    ) -> RunRecord:
-        """Run one job; publish ``out`` (.mp4), ``<out>.run.json`` and ``<out>.files/``
-        together at the end, after the video is verified; return the record. ``should_stop``
-        (e.g. "the client went away") cancels the job at the replicas' next 8-frame tick:
-        `pool.Cancelled` is raised, nothing is published, the replicas stay warm.
-
-        ``stream``: segments and a growing HLS playlist under ``<out>.files/stream/`` (live in
-        the staging folder until the end; ``on_stream(playlist)`` is called once the first
-        segment is listed). ``origin`` = (epoch seconds, what it is) for the latency timings;
-        default: this process's start."""
-        job = self.job(strategy, models, chunks, threads)
-        final = output_names(out)
-        refuse_overwriting_input(final, [audio, avatar])
-        final.video.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(final)
-        staging_dir = (
-            final.video.parent / f".{final.video.stem}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        )
-        stage = output_names(staging_dir / final.video.name)
-        stage.side.mkdir(parents=True)
-        try:
-            rec = self._run(job, stage, final, text, lang, audio, engine, avatar, progress,
-                            should_stop, stream, on_stream, origin or (process_start_ts(), "process start"))  # fmt: skip
-            if not keep_chunks:
-                shutil.rmtree(stage.chunks, ignore_errors=True)
-            rec.write(stage.record)
-            publish(stage, final)
-        finally:
-            shutil.rmtree(staging_dir, ignore_errors=True)
-        return rec
-
-    def _run(self, job: Job, stage: OutputNames, final: OutputNames, text, lang, audio,
-             engine, avatar, progress: bool, should_stop, stream: bool, on_stream,
-             origin: tuple[float, str]) -> RunRecord:  # fmt: skip
-        cfg = self.cfg
-        timer = StageTimer()
-        enc = EncoderSettings.from_config(cfg)
-        if stream:
-            check_streamable(enc)
-        # Inputs first (text, language, audio, avatar/face): bad input fails before any
-        # model is loaded.
-        prepared = prepare_audio(cfg, stage, timer, text, lang, engine, audio)
-        inputs, samples = build_inputs(cfg, prepared.wav, avatar, timer, uuid.uuid4().hex[:12])
-        with timer.stage("split"):
-            plan = plan_from_config(samples, cfg, list(job.models), job.chunks, stream=stream)
-            plan.save(stage.plan)
-        replica_models = job.replica_models(plan.n_chunks)
-        threads = job.threads_per_replica(cfg, plan.n_chunks)
-        pool_t0 = time.perf_counter()
-        pool = self.pool(replica_models, threads)
-        lease = self._leases[self._key(replica_models, threads)]
-        with lease:  # a replica never serves two jobs at once
-            pool_wait = time.perf_counter() - pool_t0  # replica start-up: recorded, not in total
-            timer.t0 += pool_wait
-            replicas = pool.replica_rows()
-            inputs.label = frame_label(all(r.weights.trained for r in replicas), cfg)
-            stage.chunks.mkdir(exist_ok=True)
-            tasks = [ChunkTask(c.index, inputs, c.frame_start, c.frame_end,
-                               str(stage.chunks / f"chunk_{c.index}.mp4"), enc, c.index,
-                               stream_target(cfg, stage, plan, c) if stream else None)
-                     for c in plan.chunks]  # fmt: skip
-            publisher = start_publisher(stage, tasks, enc, on_stream) if stream else None
-            assign = [c.index % len(pool.replicas) for c in plan.chunks]
-            bar = tqdm(total=plan.n_frames, unit="frame", desc=f"{job.strategy} ×{len(job.models)}",
-                       disable=not progress, leave=False)  # fmt: skip
-            try:
-                with UsageSampler(pids=pool.pids()) as usage, timer.stage("infer"):
-                    rows, edges = pool.render_chunks(tasks, assign, bar.update, should_stop)
-            except BaseException:
-                if publisher is not None:
-                    publisher.close(finished=False)  # stop watching; the playlist stays open
-                raise
-            if publisher is not None:
-                publisher.close(finished=True)
-            bar.close()
-        with timer.stage("merge"):
-            merge_chunks([Path(t.out_path) for t in tasks], prepared.wav, stage.video,
-                         cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"],
-                         expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
-        total = timer.total()
-        t = timer.stages
-        timings = Timings(
-            t["tts"], t["convert"], t["detect"], t["split"], t["infer"], t["merge"], total
-        )
-        stream_info = latency(
-            timings, origin, publisher, time.time(), final.side / "stream" / PLAYLIST
-        )
-        rec = build_record(
-            engine="pool",
-            strategy=job.strategy,
-            plan=plan,
-            chunks=[rows[c.index] for c in plan.chunks],
-            edges=[edges[c.index] for c in plan.chunks],
-            replicas=replicas,
-            timings=timings,
-            outputs=Outputs(
-                video=str(final.video),
-                record=str(final.record),
-                plan=str(final.plan),
-                audio=str(final.audio),
-                speech=str(final.side / prepared.speech.name) if prepared.speech else None,
-            ),  # fmt: skip
-            model_load=ModelLoad(
-                per_job=False,
-                load_s=[r.load_s for r in replicas],
-                pool_start_s=pool.start_s,
-                waited_s=round(pool_wait, 4),
-                note="replicas load once per pool and are reused; not in timings.total",
-            ),  # fmt: skip
-            cpu=usage.summary(),
-            label=inputs.label,
-            tts=prepared.tts,
-            # as the replicas resolved them (batch size "auto" → the calibrated number)
-            render_options={
-                **asdict(pool.specs[0].render_options),
-                "batch_size": replicas[0].batch_size,
-                **_resolved_backend(replicas[0].backend),
-            },
-            one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
-            process_start_ts=origin[0],
-        )
-        rec.stream = stream_info
+    def generate(self, req: GenerateRequest | str | Path, should_stop: Any = None, on_stream: Any = None,
+                 **legacy: Any) -> RunRecord:  # fmt: skip
+        """Run one request; publish its .mp4, .run.json and .files/ together at the end,
+        after the video is verified; return the record. ``req.hooks.should_stop`` cancels
+        the job between stages and at the replicas' next 8-frame tick: `pool.Cancelled` is
+        raised, nothing is published, the replicas stay warm."""
+        if not isinstance(req, GenerateRequest):  # TODO(#24): callers still passing keywords
+            req = self.request(req, hooks=Hooks(should_stop, on_stream), **legacy)
+        origin = req.origin or (process_start_ts(), "process start")
+        with staging(req.outputs, keep_stream=req.keep_live_stream) as st:
+            timer = StageTimer()
+            prep = prepare(req, st.stage, timer)
+            with timer.stage("infer"):
+                done = render(req, prep, st.stage, self.pools)
+            # replica start-up or another job's lease: recorded, not counted in the timings
+            timer.stages["infer"] = round(timer.stages["infer"] - done.waited_s, 4)
+            timer.t0 += done.waited_s
+            rec = finish(req, prep, done, st.stage, timer, origin)
+            if not req.keep_chunks:
+                shutil.rmtree(st.stage.chunks, ignore_errors=True)
+            rec.write(st.stage.record)
+            st.publish()
         return rec
 
     def close(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
+        self.pools.close()
 
     def __enter__(self) -> Workbench:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()

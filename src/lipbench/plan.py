@@ -19,7 +19,7 @@ from .atomic import write_text_atomic
 from .audio import SAMPLE_RATE
 from .errors import InputError
 from .measured_cost import OBJECTIVES, MeasuredCost, load_measured_cost
-from .video import EncoderSettings
+from .schedule import replica_of
 
 FRAME_RULE = (
     "frames = max(1, round(duration_s * fps)); frame i uses the 16-frame mel window starting at "
@@ -74,41 +74,39 @@ def seed_rule_label(duration_s: float) -> str:
 def planned_chunks(
     duration_s: float,
     replicas: int,
-    cfg: dict[str, Any],
+    settings: Any,  # request.Settings
     chunks: int | None = None,
     cost: MeasuredCost | None = None,
     stream: bool = True,
 ) -> tuple[int, str]:
     """How many chunks the planner picks, and under which policy: an explicit ``chunks``,
-    else the config's policy (``measured`` uses ``cost``, or the published cost model, and
+    else the settings' policy (``measured`` uses ``cost``, or the published cost model, and
     minimises ``plan.objective``). The one place this decision is made: the CLI, the
     pipeline (so the server), the workflow's plan rule and the bench all call it.
 
     ``stream=False``: the job will not stream, so its latency is its total time and the
     ``latency`` objective reduces to ``throughput``."""
-    p = cfg["plan"]
+    p = settings.plan
     if chunks is not None:
         return chunks, "fixed"
-    if p["policy"] == "fixed":
-        return p["chunks"], "fixed"
-    objective = p.get("objective", "throughput") if stream else "throughput"
+    if p.policy == "fixed":
+        return p.chunks, "fixed"
+    objective = p.objective if stream else "throughput"
     if objective not in OBJECTIVES:
         raise InputError(f"unknown plan.objective '{objective}'", f"use one of {', '.join(OBJECTIVES)}")  # fmt: skip
-    if p["policy"] == "measured":
-        cost = cost or load_measured_cost(cfg)
-        fps = float(cfg["fps"])
-        frames = frame_count(round(duration_s * SAMPLE_RATE), fps)
-        keyframes = EncoderSettings.from_config(cfg).keyframes
-        n = cost.best_chunks(frames, replicas, p["max_chunks"], objective, keyframes)
+    if p.policy == "measured":
+        cost = cost or load_measured_cost(p.cost_model)
+        frames = frame_count(round(duration_s * SAMPLE_RATE), settings.fps)
+        n = cost.best_chunks(frames, replicas, p.max_chunks, objective, settings.encoder.keyframes)
         return n, "measured" if objective == "throughput" else "measured latency"
     if objective == "latency":
         raise InputError(
-            f"plan.objective is 'latency' but plan.policy is '{p['policy']}': only the measured "
+            f"plan.objective is 'latency' but plan.policy is '{p.policy}': only the measured "
             "cost model predicts when segments are ready",
             "set plan.policy: measured (after one `lipbench bench`), or plan.objective: throughput",
         )
     n = estimate_optimal_chunks(
-        duration_s, replicas, p["seconds_per_chunk"], p["min_parallel_s"], p["max_chunks"]
+        duration_s, replicas, p.seconds_per_chunk, p.min_parallel_s, p.max_chunks
     )
     return n, "seed"
 
@@ -222,7 +220,8 @@ def make_plan(
     snap_silence: bool = True,
     snap_window_s: float = 0.5,
 ) -> Plan:
-    """Plan ``n_chunks`` frame-aligned chunks; chunk k is rendered by ``models[k % len]``."""
+    """Plan ``n_chunks`` frame-aligned chunks; chunk k's model is its replica's
+    (``schedule.replica_of``)."""
     n_samples = len(samples)
     n_frames = frame_count(n_samples, fps)
     cuts = cut_points(samples, n_frames, n_chunks, fps, snap_silence, snap_window_s)
@@ -237,7 +236,7 @@ def make_plan(
             frame_end=b,
             sample_start=sample_at(a),
             sample_end=n_samples if k == len(cuts) - 2 else sample_at(b),
-            model=models[k % len(models)],
+            model=models[replica_of(k, len(models))],
         )
         for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
     ]
@@ -252,18 +251,18 @@ def make_plan(
     )
 
 
-def plan_from_config(
+def plan_audio(
     samples: np.ndarray,
-    cfg: dict[str, Any],
+    settings: Any,  # request.Settings
     models: list[str],
     chunks: int | None = None,
     stream: bool = True,
 ) -> Plan:
-    """Chunk count from ``planned_chunks`` (an explicit ``chunks``, else the config's
+    """Chunk count from ``planned_chunks`` (an explicit ``chunks``, else the settings'
     policy and objective; ``stream``: whether the job streams); then cut."""
-    p = cfg["plan"]
-    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), cfg, chunks, stream=stream)
-    return make_plan(samples, cfg["fps"], n, models, policy, p["snap_silence"], p["snap_window_s"])
+    p = settings.plan
+    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), settings, chunks, stream=stream)
+    return make_plan(samples, settings.fps, n, models, policy, p.snap_silence, p.snap_window_s)
 
 
 def write_chunk_wavs(samples: np.ndarray, plan: Plan, out_dir: str | Path) -> list[Path]:

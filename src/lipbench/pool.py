@@ -3,9 +3,10 @@ Wav2Lip checkpoint, rendering frame ranges of jobs into video-only chunk files.
 
 On CPU a replica is a process with its own torch thread count (replicas × threads ≤ cores
 by default); on CUDA each replica process owns its own copy of the model on the GPU. The
-pool starts once and is reused across jobs; a replica that dies mid-chunk is replaced and
-its chunk retried once. A replica that is lost while the batch is being abandoned (an
-error, Ctrl-C) is replaced lazily, when the next batch starts, never during shutdown.
+pool holds the replicas' lifetime: start, replace, close. One call's work (feeding, retry,
+cancel, drain) is a ``batch.Batch``, which reaches the replicas through the ``batch.Host``
+methods below. A replica lost while a batch is being abandoned (an error, Ctrl-C) is
+replaced lazily, when the next batch starts, never during shutdown.
 """
 
 from __future__ import annotations
@@ -20,34 +21,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from .chunk import Edges, ReplicaSpec
+from .batch import Batch, ChunkFailed, Edges
+from .chunk import ReplicaSpec
 from .errors import LipbenchError
 from .record import ChunkRow, ReplicaRow
-from .replica import (
-    Cancelled,
-    ChunkTask,
-    Done,
-    Error,
-    Failed,
-    Message,
-    Progress,
-    Ready,
-    Started,
-    replica_main,
-)
+from .replica import Cancelled, ChunkTask, Done, Error, Failed, Message, Ready, replica_main
+from .schedule import replica_queues
 
 log = logging.getLogger("lipbench.pool")
 
 START_TIMEOUT_S = 300.0
 __all__ = ["Cancelled", "ChunkFailed", "ChunkTask", "ReplicaPool", "ReplicaSpec"]
-
-
-class ChunkFailed(LipbenchError):
-    pass
 
 
 class _InProcess:
@@ -87,20 +74,6 @@ class _Replica:
     def lost(self) -> bool:
         """Dead, once everything it sent has been read (a Done may still be waiting)."""
         return self.eof or (not self.process.is_alive() and not self.conn.poll())
-
-
-@dataclass
-class _Batch:
-    """One ``render_chunks`` call: per-replica queues, what runs where, the results."""
-
-    by_id: dict[int, ChunkTask]
-    original: dict[int, int]  # pool-unique task id → the caller's task id
-    queues: dict[int, list[ChunkTask]]
-    running: dict[int, ChunkTask] = field(default_factory=dict)  # replica → task
-    attempts: dict[int, int] = field(default_factory=dict)
-    rows: dict[int, ChunkRow] = field(default_factory=dict)
-    edges: dict[int, Edges] = field(default_factory=dict)
-    progress: Callable[[int], None] | None = None
 
 
 class ReplicaPool:
@@ -152,6 +125,7 @@ class ReplicaPool:
             proc: Any = _InProcess(replica_main, args, name)
             proc.start()
         else:
+            args = (*args, os.getpid())  # the replica ends when this process does
             proc = self._ctx.Process(target=replica_main, args=args, daemon=True, name=name)
             proc.start()
             writer.close()  # only the child writes; its death then shows as EOF here
@@ -203,10 +177,6 @@ class ReplicaPool:
     def pids(self) -> list[int]:
         return [r.process.pid for r in self.replicas if r.process.pid]
 
-    def _emit(self, kind: str, data: dict) -> None:
-        if self.on_event:
-            self.on_event(kind, data)
-
     def _replace(self, r: _Replica) -> None:
         """Replace a dead replica with a fresh process of the same spec."""
         self.restarts += 1
@@ -224,13 +194,12 @@ class ReplicaPool:
     def render_chunks(
         self,
         tasks: list[ChunkTask],
-        assign: list[int],
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> tuple[dict[int, ChunkRow], dict[int, Edges]]:
-        """Run ``tasks[i]`` on replica ``assign[i]`` (each replica works through its own queue,
-        longest chunk first; a streamed job's in play order). Returns (rows, edges) keyed by task_id. A replica that dies
-        mid-chunk is restarted and the chunk retried once; a second failure raises
+        """Render ``tasks`` (one per chunk, in chunk order) on the replicas, each replica its
+        ``schedule.replica_queues`` queue. Returns (rows, edges) keyed by task_id. A replica
+        that dies mid-chunk is restarted and the chunk retried once; a second failure raises
         ChunkFailed naming the chunk. ``should_stop`` (polled twice a second) abandons the
         batch at the replicas' next 8-frame tick and raises Cancelled."""
         self._revive()
@@ -241,61 +210,45 @@ class ReplicaPool:
             uid = next(self._ids)
             original[uid] = t.task_id
             renamed.append(dataclasses.replace(t, task_id=uid))
-        b = _Batch({t.task_id: t for t in renamed}, original, {r.replica_id: [] for r in self.replicas})  # fmt: skip
-        b.progress = progress
-        b.attempts = {t.task_id: 0 for t in renamed}
-        for t, rid in zip(renamed, assign, strict=True):
-            b.queues[rid].append(t)
-        # Longest chunk first finishes the batch soonest; a streamed job plays in order, so
-        # there each replica renders in play order (stream.stall.segment_schedule assumes so).
         streamed = any(t.stream is not None for t in renamed)
-        for q in b.queues.values():
-            q.sort(key=(lambda t: t.start) if streamed else (lambda t: t.start - t.end))
-        for rid in b.queues:
-            self._feed(b, rid)
-        try:
-            while b.running:
-                for msg in self._poll(0.5):
-                    self._handle(b, msg)
-                self._check_deaths(b)
-                if should_stop and should_stop():
-                    raise Cancelled(
-                        "the job was cancelled", "its client went away; nothing was published"
-                    )
-        except BaseException:
-            self._abandon(b)
-            raise
-        return (
-            {original[k]: v for k, v in b.rows.items()},
-            {original[k]: v for k, v in b.edges.items()},
-        )
+        queues = replica_queues([t.end - t.start for t in renamed], len(self.replicas), streamed)
+        rows, edges = Batch(self, renamed, queues, progress, should_stop).run()
+        return {original[k]: v for k, v in rows.items()}, {original[k]: v for k, v in edges.items()}
 
-    def _feed(self, b: _Batch, rid: int) -> None:
-        if rid not in b.running and b.queues[rid]:
-            t = b.queues[rid].pop(0)
-            b.attempts[t.task_id] += 1
-            b.running[rid] = t
-            self.replicas[rid].cancel.clear()
-            self.replicas[rid].tasks.put(t)
+    # --- batch.Host: how a batch reaches the replicas ------------------------------------
 
-    def _abandon(self, b: _Batch) -> None:
-        """Stop this batch's chunks still in flight and remove their partial files. Each
-        replica is asked to stop at its next 8-frame tick and stays warm; one that does not
-        answer in time is killed (replaced when the next batch starts)."""
-        for rid in b.running:
-            self.replicas[rid].cancel.set()
-        for rid, t in list(b.running.items()):
-            r = self.replicas[rid]
-            if not self._drain(r, t.task_id) and not isinstance(r.process, _InProcess):
-                if r.process.is_alive():
-                    r.process.kill()
-                r.process.join()
-                r.row = None
-            _remove_partials(t.out_path)
-        b.running.clear()
+    def model(self, rid: int) -> str:
+        return self.replicas[rid].spec.model
 
-    def _drain(self, r: _Replica, task_id: int, timeout: float = 30.0) -> bool:
+    def send(self, rid: int, task: ChunkTask) -> None:
+        self.replicas[rid].cancel.clear()
+        self.replicas[rid].tasks.put(task)
+
+    def poll(self, timeout: float) -> list[Message]:
+        return self._poll(timeout)
+
+    def ready(self, rid: int, row: Any) -> None:
+        self.replicas[rid].row = row
+
+    def lost(self, rid: int) -> bool:
+        return self.replicas[rid].lost()
+
+    def reap(self, rid: int) -> int | None:
+        p = self.replicas[rid].process
+        if p.is_alive():  # its pipe broke mid-message: treat it as lost
+            p.kill()
+        p.join()
+        return p.exitcode
+
+    def restart(self, rid: int) -> None:
+        self._replace(self.replicas[rid])
+
+    def cancel(self, rid: int) -> None:
+        self.replicas[rid].cancel.set()
+
+    def drain(self, rid: int, task_id: int, timeout: float = 30.0) -> bool:
         """Wait until a replica reports the end of a cancelled chunk; False if it did not."""
+        r = self.replicas[rid]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and r.process.is_alive() and not r.eof:
             try:
@@ -307,59 +260,21 @@ class ReplicaPool:
                 r.eof = True
         return False
 
-    def _check_deaths(self, b: _Batch) -> None:
-        for rid, t in list(b.running.items()):
-            r = self.replicas[rid]
-            if not r.lost():
-                continue
-            if r.process.is_alive():  # its pipe broke mid-message: treat it as lost
-                r.process.kill()
-            r.process.join()
-            code = r.process.exitcode
-            _remove_partials(t.out_path)
-            del b.running[rid]
-            if b.attempts[t.task_id] >= 2:
-                r.row = None  # replaced when the next batch starts, not now
-                raise ChunkFailed(
-                    f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed twice: replica {rid} ({r.spec.model}) died (exit code {code})",
-                    "check memory (dmesg) and run again; the partial files were removed",
-                ) from None
-            log.warning(
-                "replica %d died (exit %s) rendering chunk %d; retrying on a fresh replica",
-                rid,
-                code,
-                t.chunk_index,
-            )
-            self._emit("replica_died", {"replica": rid, "chunk": t.chunk_index, "exitcode": code})
-            self._replace(r)
-            b.queues[rid].insert(0, t)
-            self._feed(b, rid)
-
-    def _handle(self, b: _Batch, msg: Message) -> None:
-        """One message from a replica during a batch."""
-        if isinstance(msg, Ready):
-            self.replicas[msg.replica].row = msg.row
+    def discard(self, rid: int) -> None:
+        r = self.replicas[rid]
+        if isinstance(r.process, _InProcess):  # a thread cannot be killed: leave it be
             return
-        if isinstance(msg, Failed) or msg.task_id not in b.by_id:
-            return  # from an aborted earlier batch
-        t = b.by_id[msg.task_id]
-        if isinstance(msg, Started):
-            pid = self.replicas[msg.replica].process.pid
-            self._emit("started", {"replica": msg.replica, "chunk": t.chunk_index, "pid": pid})
-        elif isinstance(msg, Progress):
-            if b.progress:
-                b.progress(msg.frames)
-        elif isinstance(msg, Done):
-            msg.row.attempts = b.attempts[msg.task_id]
-            b.rows[msg.task_id], b.edges[msg.task_id] = msg.row, msg.edges
-            b.running.pop(msg.replica, None)
-            self._feed(b, msg.replica)
-        elif isinstance(msg, Error):
-            _remove_partials(t.out_path)
-            line = msg.text.strip().splitlines()[-1] if msg.text.strip() else "unknown error"
-            raise ChunkFailed(
-                f"chunk {t.chunk_index} (frames {t.start}–{t.end}) failed on replica {msg.replica} ({self.replicas[msg.replica].spec.model}): {line}"
-            )
+        if r.process.is_alive():
+            r.process.kill()
+        r.process.join()
+        r.row = None
+
+    def pid(self, rid: int) -> int | None:
+        return self.replicas[rid].process.pid
+
+    def emit(self, kind: str, data: dict) -> None:
+        if self.on_event:
+            self.on_event(kind, data)
 
     def close(self) -> None:
         for r in self.replicas:
@@ -380,10 +295,3 @@ class ReplicaPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _remove_partials(out_path: str) -> None:
-    """A killed writer leaves its temp file (.<stem>.*.part.mp4) behind: remove it."""
-    p = Path(out_path)
-    for leftover in p.parent.glob(f".{p.stem}.*.part*"):
-        leftover.unlink(missing_ok=True)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from .jobs import UNTRAINED_NOTE
 from .metrics import seam_scores
 from .sysinfo import machine, versions
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 class StageTimer:
@@ -108,21 +109,33 @@ class ChunkRow(_Typed):
 
 
 @dataclass
+class RenderChoice(_Typed):
+    """What one replica renders with, as it resolved the asked options ("auto" → what
+    calibration chose): recorded once per replica."""
+
+    backend: str  # torch | openvino
+    precision: str  # fp32 | bf16 (asked, after "auto")
+    effective_precision: str  # what the hardware runs
+    exact: bool | None  # within one level of 255 of plain fp32 on this checkpoint
+    batch_size: int
+    threads: int
+    fidelity: dict[str, Any] | None  # max_abs_px, mean_abs_px, psnr_db vs plain fp32
+    chosen_by: str  # "calibration" | "config"
+    engine: dict[str, Any]  # the backend's own facts (version, hints)
+    calibration: dict[str, Any] | None  # the cached calibration entry, when "auto" was asked
+
+
+@dataclass
 class ReplicaRow(_Typed):
     replica: int
     model: str
-    threads: int
     device: str
     pid: int
     load_s: float
     weights: WeightsRow
-    batch_size: int
-    calibration: dict[str, Any] | None
+    render: RenderChoice
     peak_rss_mb: float | None = None
-    # backends.describe(): backend, precision (asked and effective), exact, measured
-    # fidelity vs plain fp32 (max level difference, PSNR)
-    backend: dict[str, Any] | None = None
-    _nested = {"weights": WeightsRow}
+    _nested = {"weights": WeightsRow, "render": RenderChoice}
 
 
 @dataclass
@@ -132,8 +145,9 @@ class Timings(_Typed):
 
     tts: float
     convert: float
-    detect: float
-    split: float
+    detect: float  # the avatar loaded and its face boxes found (or read from the cache)
+    mel: float  # the full-file mel (workflow: the slowest chunk job's)
+    split: float  # the audio read and cut into the chunk plan (plan.json)
     infer: float
     merge: float
     total: float
@@ -280,24 +294,37 @@ def build_record(
     label: str | None,
     tts: TTSInfo | None,
     render_options: dict[str, Any],
+    threads_per_replica: int,
     one_chunk_on_full_replica: bool,
     process_start_ts: float,
+    latency: Any = None,  # stream.run.Latency (pool path); None on the workflow path
     snakemake_benchmarks: dict[str, float] | None = None,
     placements: list[Placement] | None = None,
 ) -> RunRecord:
-    """The run record of either path; chunk offsets are filled from the first start."""
+    """The run record of either path. Pure: the arguments are left as they are (chunk
+    offsets, per-replica peak memory and the latency timings are filled into copies)."""
     t0 = min(c.start_ts for c in chunks)
     first = min(chunks, key=lambda c: c.chunk)
-    timings.first_frame_s = round(first.first_frame_ts - process_start_ts, 4)
-    timings.infer_idle_s = round(max(0.0, timings.infer - busy_seconds(chunks)), 4)
-    for c in chunks:
-        c.start_offset_s = round(c.start_ts - t0, 4)
-        c.end_offset_s = round(c.end_ts - t0, 4)
-    for r in replicas:
-        mine = [c.peak_rss_mb for c in chunks if c.replica == r.replica]
-        r.peak_rss_mb = max(mine, default=r.peak_rss_mb)
+    rows = [
+        dataclasses.replace(c, start_offset_s=round(c.start_ts - t0, 4), end_offset_s=round(c.end_ts - t0, 4))
+        for c in sorted(chunks, key=lambda c: c.chunk)
+    ]  # fmt: skip
+    reps = [
+        dataclasses.replace(r, peak_rss_mb=max((c.peak_rss_mb for c in chunks if c.replica == r.replica), default=r.peak_rss_mb))
+        for r in replicas
+    ]  # fmt: skip
+    timed = dataclasses.replace(
+        timings,
+        first_frame_s=round(first.first_frame_ts - process_start_ts, 4),
+        infer_idle_s=round(max(0.0, timings.infer - busy_seconds(chunks)), 4),
+    )
+    if latency is not None:
+        timed = dataclasses.replace(
+            timed, first_playable_s=latency.first_playable_s, stall_s=latency.stall_s,
+            latency_origin=latency.origin,
+        )  # fmt: skip
     weights: dict[str, WeightsRow] = {}
-    for r in replicas:
+    for r in reps:
         weights.setdefault(r.model, r.weights)
     trained = all(w.trained for w in weights.values())
     order = [c.model for c in plan.chunks]
@@ -310,17 +337,17 @@ def build_record(
         weights_trained=trained,
         weights_note=None if trained else UNTRAINED_NOTE,
         label=label,
-        timings=timings,
+        timings=timed,
         plan=plan.to_dict(),
-        chunks=sorted(chunks, key=lambda c: c.chunk),
+        chunks=rows,
         seams=seam_scores(edges),
         frames=plan.n_frames,
         fps=plan.fps,
         audio_duration_s=plan.duration_s,
         render_fps=round(plan.n_frames / timings.infer, 3) if timings.infer else None,
-        replicas=replicas,
-        device=replicas[0].device,
-        threads_per_replica=replicas[0].threads,
+        replicas=reps,
+        device=reps[0].device,
+        threads_per_replica=threads_per_replica,
         one_chunk_on_full_replica=one_chunk_on_full_replica,
         outputs=outputs,
         model_load=model_load,
@@ -330,6 +357,7 @@ def build_record(
         render_options=render_options,
         snakemake_benchmarks=snakemake_benchmarks or {},
         placements=placements,
+        stream=None if latency is None else latency.stream,
         machine=machine(),
         versions=versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -4,8 +4,10 @@ Also the typed messages it exchanges with its pool (`lipbench.pool`).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from .errors import LipbenchError
 @dataclass
 class ChunkTask:
     task_id: int
-    job: Any  # render.JobInputs
+    job: Any  # render.JobInputs of this chunk's frame range only (``JobInputs.for_range``)
     start: int
     end: int
     out_path: str
@@ -78,13 +80,33 @@ class Cancelled(LipbenchError):
     """A job stopped on purpose (Ctrl-C, or a server client that went away)."""
 
 
-def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: Any = None) -> None:
+def exit_with_parent(parent: int, every_s: float = 0.5) -> threading.Thread:
+    """A replica process ends when its parent is gone, however the parent died (SIGKILL
+    included): otherwise it would idle under init forever, holding ~1 GB. (Not
+    PR_SET_PDEATHSIG: that fires when the parent's *thread* that started the replica ends,
+    and a server starts pools from worker threads.) Its ffmpeg reads EOF and ends too."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    t.start()
+    return t
+
+
+def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: Any = None,
+                 parent: int | None = None) -> None:  # fmt: skip
     """Worker: load the checkpoint once, then render tasks until a ``None`` task. ``cancel``
-    (an Event) stops the chunk in hand at its next progress tick."""
+    (an Event) stops the chunk in hand at its next progress tick. ``parent``: the pid whose
+    end ends this process (None: hosted in-process)."""
     # Ctrl-C reaches the whole process group: the parent decides, the replica just stops
     # when told (or is killed), so no traceback from here.
     if threading.current_thread() is threading.main_thread():  # not when hosted in-process
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        exit_with_parent(parent)
     try:
         loaded = load_renderer(spec)
     except LipbenchError as exc:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from .chunk import load_sidecar
+from .chunk import load_sidecar, sidecar_paths
 from .errors import InputError
-from .jobs import frame_label
+from .jobs import job_label, resolve_job
 from .plan import Plan
 from .record import (
     ChunkRow,
@@ -25,7 +26,7 @@ from .record import (
     TTSInfo,
     build_record,
 )
-from .video import merge_chunks
+from .video import count_frames, merge_chunks
 
 
 def read_benchmarks(files: list[str | os.PathLike] | None) -> dict[str, float]:
@@ -75,8 +76,30 @@ def joined_usage(usages: list[dict[str, Any]], t0: float) -> dict[str, Any]:
     }
 
 
+def check_chunk_order(chunks: list[Path], plan: Plan) -> None:
+    """Each chunk file must be the plan's chunk at its place: its stats (rendered beside it)
+    name the chunk index and frame range. Chunks given out of order would merge out of sync."""
+    for k, (path, c) in enumerate(zip(chunks, plan.chunks, strict=True)):
+        stats, _ = sidecar_paths(path)
+        if not stats.is_file():  # no stats beside it: its frame count must be the chunk's
+            frames, _ = count_frames(path)
+            if frames != c.n_frames:
+                raise InputError(
+                    f"chunk file {k} ({path}) has {frames} frames, the plan's chunk {k} has {c.n_frames}",
+                    "pass --chunks in the plan's order (chunk 0 first), each rendered for this plan",
+                )
+            continue
+        row = load_sidecar(path).row
+        if (row.chunk, row.frame_start, row.frame_end) != (c.index, c.frame_start, c.frame_end):
+            raise InputError(
+                f"chunk file {k} ({path}) is chunk {row.chunk} (frames {row.frame_start}–{row.frame_end}), "
+                f"but the plan's chunk {k} is frames {c.frame_start}–{c.frame_end}",
+                "pass --chunks in the plan's order (chunk 0 first)",
+            )
+
+
 def merge_job(
-    cfg: dict[str, Any],
+    settings: Any,  # request.Settings
     plan_path: str | Path,
     audio: str | Path,
     chunks: list[str | Path],
@@ -87,8 +110,10 @@ def merge_job(
     speech: str | None = None,
     tts_info: str | Path | None = None,
     job_info: list[str | os.PathLike] | None = None,
+    models: list[str] | None = None,
 ) -> tuple[float, RunRecord | None]:
-    """Merge, verify and (with ``record``) write run.json. Returns (merge seconds, record)."""
+    """Merge, verify and (with ``record``) write run.json. Returns (merge seconds, record).
+    ``models``: the job's (the config's for its strategy when None)."""
     plan = Plan.load(plan_path)
     chunk_paths = [Path(c) for c in chunks]
     if len(chunk_paths) != plan.n_chunks:
@@ -96,12 +121,30 @@ def merge_job(
             f"{len(chunk_paths)} chunk files given, the plan has {plan.n_chunks}",
             "pass every chunk in order",
         )
-    t0 = time.perf_counter()
-    merge_chunks(chunk_paths, audio, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"],
-                 expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
-    merge_s = round(time.perf_counter() - t0, 4)
-    if record is None:
-        return merge_s, None
+    job = resolve_job(settings.job, strategy, models)
+    check_chunk_order(chunk_paths, plan)
+    out = Path(out)
+    # all or nothing: the video is published only once the record is built
+    merged = out.with_name(f".{out.stem}.merging-{uuid.uuid4().hex[:8]}{out.suffix}")
+    try:
+        t0 = time.perf_counter()
+        merge_chunks(chunk_paths, audio, merged, settings.ffmpeg, settings.audio_bitrate,
+                     expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
+        merge_s = round(time.perf_counter() - t0, 4)
+        rec = None if record is None else _record(settings, plan, plan_path, audio, chunk_paths, out, record, benchmarks, strategy, speech, tts_info, job_info, job, merge_s)  # fmt: skip
+        os.replace(merged, out)
+    finally:
+        merged.unlink(missing_ok=True)
+    if rec is not None:
+        rec.write(record)  # type: ignore[arg-type]
+    return merge_s, rec
+
+
+def _record(settings: Any, plan: Plan, plan_path: str | Path, audio: str | Path,
+            chunk_paths: list[Path], out: Path, record: str | Path, benchmarks: list[str | os.PathLike] | None,
+            strategy: str, speech: str | None, tts_info: str | Path | None,
+            job_info: list[str | os.PathLike] | None, job: Any, merge_s: float) -> RunRecord:  # fmt: skip
+    """The workflow run's record from its chunk jobs' sidecars and Snakemake's benchmarks."""
     cars = [load_sidecar(c) for c in chunk_paths]
     bench = read_benchmarks(benchmarks)
     rows = [c.row for c in cars]
@@ -110,6 +153,7 @@ def merge_job(
         "tts": bench.get("tts", 0.0),
         "convert": bench.get("convert", 0.0),
         "detect": max(c.detect_s for c in cars),
+        "mel": max(c.mel_s for c in cars),
         "split": bench.get("plan", 0.0),
         "infer": round(max(r.end_ts for r in rows) - first, 4),
         "merge": merge_s,
@@ -122,7 +166,7 @@ def merge_job(
     info = json.loads(Path(tts_info).read_text()) if tts_info else None
     stamps = [json.loads(Path(j).read_text()) for j in job_info or []]
     placed = [placement(r, i) for r, i in zip(rows, stamps, strict=False)]
-    rec = build_record(
+    return build_record(
         engine="snakemake",
         strategy=strategy,
         plan=plan,
@@ -143,15 +187,14 @@ def merge_job(
             else None,
         ),  # fmt: skip
         cpu=joined_usage([c.usage for c in cars], first),
-        label=frame_label(all(c.replica.weights.trained for c in cars), cfg),
+        label=job_label([c.model for c in plan.chunks], settings.job.weights),
         tts=TTSInfo(**{k: info[k] for k in ("engine", "lang", "sample_rate", "chars")})
         if info
         else None,
         render_options=cars[0].render_options,
-        one_chunk_on_full_replica=False,  # each chunk job has the threads the rule gave it
+        threads_per_replica=cars[0].replica.render.threads,
+        one_chunk_on_full_replica=job.one_chunk_on_full_replica(plan.n_chunks),
         process_start_ts=min(cars, key=lambda c: c.row.chunk).process_start_ts,
         snakemake_benchmarks=bench,
         placements=placed if placed and all(placed) else None,  # type: ignore[arg-type]
     )
-    rec.write(record)
-    return merge_s, rec

@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 
 from lipbench import tts
 from lipbench.errors import LipbenchError
-from lipbench.jobs import has_nvidia_driver, resolve_job, uses_gpu
+from lipbench.jobs import JobSettings, has_nvidia_driver, resolve_job, uses_gpu
 
 REPO = Path(workflow.basedir)
 RESULTS = config["results_dir"]
@@ -40,7 +40,7 @@ def normalise_job(raw: dict) -> dict:
     """One config job with every choice made explicit, resolved by lipbench.jobs (the same
     function the CLI, the pipeline, the bench and the server use)."""
     try:
-        job = resolve_job(config, raw["strategy"], raw.get("models"), raw.get("chunks"))
+        job = resolve_job(JOB_SETTINGS, raw["strategy"], raw.get("models"), raw.get("chunks"))
         engine = raw["engine"] if raw["engine"] != "auto" else config["tts"]["engine"]
         suffix = tts.output_suffix(engine)
     except LipbenchError as exc:
@@ -94,10 +94,11 @@ def settings(*keys: str) -> str:
 
 
 def chunk_threads(wildcards) -> int:
-    """Torch threads per chunk job: what the replica pool would give the job's replicas
-    (lipbench.jobs); Snakemake caps it at --cores, Slurm gets it as --cpus-per-task."""
+    """Torch threads per chunk job: what the replica pool gives the replicas of this job's
+    plan (lipbench.jobs; a one-chunk parallel plan renders on one replica with every core);
+    Snakemake caps it at --cores, Slurm gets it as --cpus-per-task."""
     job = JOBS[wildcards.job]["job"]
-    return job.threads_per_replica(config, len(job.models))
+    return job.threads_per_replica(JOB_SETTINGS, plan_of(wildcards.job)["n_chunks"])
 
 
 def plan_of(job: str) -> dict:
@@ -143,6 +144,7 @@ def avatar_input(wildcards) -> list[str]:
 
 config["weights"]["dir"] = repo_fallback(config["weights"]["dir"])
 config["face"]["avatar"] = avatar_path(config["face"]["avatar"])
+JOB_SETTINGS = JobSettings.from_config(config)
 JOBS = job_table()
 LIPBENCH = lipbench_command()
 PAPERMILL = python_tool("papermill")

@@ -1,7 +1,8 @@
 """How steps run: the threads and GPUs of chunk jobs as the submit host decides them (and
 which GPU a local chunk job takes) and a cluster node sees them, the script that records
 where and when a step ran, and an interrupt passed on to the steps Snakemake runs itself.
-Helpers only (no rules): infer.smk includes this file."""
+Helpers only (no rules): the Snakefile includes this file and calls
+`pass_interrupts_to_steps` from its `onstart`."""
 
 import os
 import shlex
@@ -85,6 +86,3 @@ def pass_interrupts_to_steps() -> None:
         signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread (an API caller's worker thread): leave it be
         pass
-
-
-pass_interrupts_to_steps()

@@ -7,9 +7,6 @@ model load itself; its benchmark TSV records that, and `merge` puts it in run.js
 the TSV, `infer_chunk_{k}.job.json` says where and when the job ran (host; on SLURM the job
 id and its submit/start times), so queue wait can be told apart from render time."""
 
-include: "execution.smk"
-
-
 rule infer_chunk:
     input:
         audio=res("{job}/audio.wav"),

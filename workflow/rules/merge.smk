@@ -20,7 +20,8 @@ rule merge:
     params:
         lipbench=LIPBENCH,
         strategy=lambda wc: JOBS[wc.job]["strategy"],
-        settings=settings("video", "weights"),
+        models=lambda wc: ",".join(JOBS[wc.job]["models"]),
+        settings=settings("video", "weights", "sequential", "parallel", "render"),
     conda:
         ENV
     log:
@@ -28,5 +29,5 @@ rule merge:
     shell:
         "{params.lipbench} --config-json {params.settings:q} merge --plan {input.plan} --audio {input.audio} --speech {input.speech}"
         " --tts-info {input.tts_info} --out {output.video} --record {output.record}"
-        " --benchmarks {input.stage_bench} {input.chunk_bench} --job-info {input.job_info} --strategy {params.strategy} --chunks {input.chunks}"
+        " --benchmarks {input.stage_bench} {input.chunk_bench} --job-info {input.job_info} --strategy {params.strategy} --models {params.models} --chunks {input.chunks}"
         " > {log} 2>&1"

@@ -190,7 +190,9 @@ def planner_for(
     stream: bool = True,
 ) -> int:  # fmt: skip
     """The configured planner's chunk count (1 = it would render sequentially)."""
-    return planned_chunks(duration_s, replicas, cfg, cost=cost, stream=stream)[0]
+    from ..request import Settings
+
+    return planned_chunks(duration_s, replicas, Settings.from_config(cfg), cost=cost, stream=stream)[0]
 
 
 # --- parameters as the CLI and the notebooks pass them -----------------------------------

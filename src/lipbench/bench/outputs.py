@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import write_text_atomic
-from ..measured_cost import measured_cost_path
 from ..plan import SEED_RULE_TEXT
+from ..request import cost_model_path
 from ..sysinfo import machine, versions
 from .costmodel import explain
 from .results import BenchResult, dumps, pair_rows, run_entries, run_rows, sidecar_paths
@@ -86,10 +86,10 @@ def write_outputs(result: BenchResult, cfg: dict[str, Any], text_source: str) ->
         "latency": latency.to_dict(orient="records"),
         "latency_text": latency_text(latency, float(cfg["fps"])) if len(latency) else None,
         "files": {k: str(v) for k, v in paths.items()},
-        "published_cost_model": str(measured_cost_path(cfg))
+        "published_cost_model": str(cost_model_path(cfg["results_dir"]))
         if result.cost and result.cost.cost
         else None,
     }
     write_text_atomic(paths["summary"], dumps(doc))
     if result.cost and result.cost.cost:
-        write_text_atomic(measured_cost_path(cfg), dumps(result.cost.cost.to_dict()))
+        write_text_atomic(cost_model_path(cfg["results_dir"]), dumps(result.cost.cost.to_dict()))

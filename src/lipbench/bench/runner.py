@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
-from ..measured_cost import measured_cost_path
 from ..pipeline import Workbench
-from ..video import EncoderSettings
+from ..request import cost_model_path
 from .contamination import Contamination, describe_busy, watch
 from .costmodel import (
     CostMeasurement,
@@ -50,18 +49,20 @@ Say = Callable[[str], None]
 class Runner:
     """Timed and untimed runs on one Workbench, for one bench."""
 
-    def __init__(self, wb: Workbench, workdir: Path, grid: Grid, result: BenchResult, say: Say):
+    def __init__(self, wb: Workbench, workdir: Path, grid: Grid, result: BenchResult, say: Say,
+                 cfg: dict[str, Any]):  # fmt: skip
         self.wb, self.workdir, self.grid, self.result, self.say = wb, workdir, grid, result, say
-        self.cfg = wb.cfg
-        self.fps = float(self.cfg["fps"])
+        self.cfg = cfg  # the bench's own sections (sweep) and the grid's model sets
+        self.fps = wb.settings.fps
         self._noise = 0
 
     def generate(self, rc: RunConfig, wav: Path, out_dir: Path, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
         # Latency counts from this job's start, not the bench's: each run is one job.
-        rec = self.wb.generate(out_dir / "result.mp4", audio=wav, strategy=rc.strategy,
-                               models=list(rc.models), chunks=rc.chunks, threads=threads,
-                               progress=False, stream=self.grid.stream,
-                               origin=(time.time(), "job start")).to_dict()  # fmt: skip
+        req = self.wb.request(out_dir / "result.mp4", audio=wav, strategy=rc.strategy,
+                              models=list(rc.models), chunks=rc.chunks, threads=threads,
+                              progress=False, stream=self.grid.stream,
+                              origin=(time.time(), "job start"))  # fmt: skip
+        rec = self.wb.generate(req).to_dict()
         if not rec["weights_trained"]:
             self.result.weights_trained, self.result.weights_note = False, rec["weights_note"]
         return rec
@@ -138,15 +139,15 @@ class Runner:
         return CostMeasurement.from_record(kind, run.record, attempt, run.clean, cont.to_dict()), cont  # fmt: skip
 
     def cost_model(self) -> CostReport:
-        g, cfg = self.grid, self.cfg
+        g, cfg, job_settings = self.grid, self.cfg, self.wb.settings.job
         seq_models = g.sequential_models(cfg)
-        full = self.wb.job("sequential", list(seq_models)).threads_per_replica(cfg, 1)
+        full = self.wb.job("sequential", list(seq_models)).threads_per_replica(job_settings, 1)
         sets = {len(ms): ms for ms in reversed(g.parallel_sets(cfg)) if len(ms) > 1}
         cuts = sorted({i / k for k in sets for i in range(1, k)})
         clip = self.noise(g.cost_clip_s, cuts)
         # A pool already running replicas of t threads measures "one replica at t threads":
         # one chunk on its first replica while the others idle (no new process to start).
-        running = {self.wb.job("parallel", list(ms)).threads_per_replica(cfg, len(ms)): ms for ms in sets.values()}  # fmt: skip
+        running = {self.wb.job("parallel", list(ms)).threads_per_replica(job_settings, len(ms)): ms for ms in sets.values()}  # fmt: skip
         taken = []
         for t in thread_counts(full):
             if t == full:
@@ -202,7 +203,7 @@ def run_bench(
         write_outputs(result, cfg, text_source)
 
     try:
-        runner = Runner(wb, workdir, grid, result, say)
+        runner = Runner(wb, workdir, grid, result, say, cfg)
         configs = [c.sequential for c in comps] + [c.parallel for c in comps]
         once = {
             (rc.strategy, rc.models, rc.n_chunks): rc for rc in reversed(configs)
@@ -213,7 +214,7 @@ def run_bench(
             result.cost = runner.cost_model()
         else:
             result.cost = CostReport([], None, grid.cost_clip_s, "no comparison was measurable, so it was skipped")  # fmt: skip
-        keyframes = EncoderSettings.from_config(cfg).keyframes
+        keyframes = wb.settings.encoder.keyframes
         fps = keyframes.fps
         for m in measured:
             m.predicted = predicted_speedup(result.cost.cost, m.comparison, fps, m.chunk_frames)
@@ -230,7 +231,7 @@ def run_bench(
             shutil.rmtree(workdir / name, ignore_errors=True)  # noise clips, not results
         write()
     if result.cost and result.cost.cost:
-        result.files["cost_model"] = str(measured_cost_path(cfg))
+        result.files["cost_model"] = str(cost_model_path(cfg["results_dir"]))
     return result
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..keyframes import Keyframes
+from ..schedule import replica_queues
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ def segment_schedule(
 ) -> tuple[list[float], list[float]]:
     """Predicted (ready_s, durations_s) of every segment, in play order.
 
-    Segments are cut where ``keyframes`` puts them. Chunk k goes to replica k % replicas; each replica renders its chunks one after another in
-    play order, as ``pool.ReplicaPool`` does for a streamed job, at ``render_fps`` frames/s,
+    Segments are cut where ``keyframes`` puts them. Each replica renders its chunks one
+    after another as ``schedule.replica_queues`` orders a streamed job's, at ``render_fps`` frames/s,
     from ``start_s`` (when the first frame starts rendering). A segment is ready when its last
     frame is rendered. Batching and the encoder's own delay are left to ``start_s``."""
     if not chunk_frames or min(chunk_frames) < 1 or replicas < 1 or render_fps <= 0:
@@ -79,9 +80,9 @@ def segment_schedule(
             f"{list(chunk_frames)}, {replicas}, {render_fps}"
         )
     begins: dict[int, float] = {}  # chunk → when its first frame starts rendering
-    for r in range(min(replicas, len(chunk_frames))):
+    for queue in replica_queues(chunk_frames, replicas, streamed=True):
         t = start_s
-        for k in range(r, len(chunk_frames), replicas):
+        for k in queue:
             begins[k] = t
             t += chunk_frames[k] / render_fps
     ready: list[float] = []
