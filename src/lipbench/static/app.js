@@ -89,15 +89,32 @@ function applyInfo(data) {
     fillLanguages($(".lang", p), data.languages, data.default_lang);
     $(".text", p).value = data.default_text;
     $(".text", p).maxLength = data.max_chars;
-    const threads = s.replicas.map((r) => `${r.model}×${r.threads} thr`).join(", ");
     const w = {};
     for (const m of s.models) w[m] = data.weights[m];
-    $(".weights", p).textContent = `replicas: ${threads} — weights: ${weightsText(w)}`;
+    $(".weights", p).textContent = `replicas: ${threadsText(s.replicas)} — weights: ${weightsText(w)}`;
   }
   const chunks = $("#panel-parallel .chunks");
   for (let k = 1; k <= data.max_chunks; k++) chunks.append(new Option(String(k), String(k)));
   updateQueue(data.queue);
   setBusy(false);
+}
+
+// "gan×2 thr, nogan×1 thr": each replica (or chunk row) once, with its threads.
+function threadsText(rows) {
+  const seen = new Map();
+  for (const r of rows) seen.set(`${r.replica}/${r.model}/${r.threads}`, `${r.model}×${r.threads} thr`);
+  return [...seen.values()].join(", ");
+}
+
+// Why a parallel job rendered one chunk: asked for, short audio, or the planner's choice.
+function oneChunkNote(res) {
+  if (res.strategy !== "parallel" || (res.plan || {}).n_chunks !== 1) return "";
+  if (res.request?.chunks === 1) return " — one chunk, as asked (Chunks: 1)";
+  if (res.audio_duration_s < info.min_parallel_s) {
+    return ` — audio shorter than ${info.min_parallel_s} s: the planner used one chunk ` +
+      '(pick "Chunks" to force a split)';
+  }
+  return ' — the planner used one chunk (pick "Chunks" to force a split)';
 }
 
 function updateQueue(q) {
@@ -181,9 +198,12 @@ function renderResult(p, res, browserS) {
   renderTimings(p, res);
   renderGantt(p, res);
   const plan = res.plan || {};
-  const note = plan.n_chunks === 1 && res.strategy === "parallel"
-    ? ` — audio shorter than ${info.min_parallel_s} s: the planner used one chunk (pick "Chunks" to force a split)`
-    : "";
+  const note = oneChunkNote(res);
+  const ran = (res.chunks || []).filter((c) => c.threads != null);
+  if (ran.length) { // the threads the chunks really ran on (a one-chunk job: the full replica)
+    $(".weights", p).textContent = `this job ran on: ${threadsText(ran)} — weights: ` +
+      weightsText(res.weights);
+  }
   const source = res.audio_from
     ? `the WAV of job ${res.audio_from.slice(0, 8)}… (no TTS)`
     : "speech synthesised here";
@@ -244,7 +264,8 @@ async function run(strategy, body) {
   p.dataset.total = "";
   delete p.dataset.playing;
   $(".latency", p).hidden = !streamed;
-  $(".latency .server", p).textContent = "";
+  $(".latency", p).classList.toggle("pending", streamed); // until the record's figures come
+  $(".latency .server", p).textContent = streamed ? "waiting for the first playable frame…" : "";
   $(".latency .browser", p).textContent = "";
   $(".download", p).hidden = true;
   if (streamed) detachStream(p); // the new job's stream replaces the last video
@@ -261,6 +282,8 @@ async function run(strategy, body) {
     return res;
   } catch (e) {
     stop();
+    $(".latency", p).classList.remove("pending");
+    $(".latency", p).hidden = true;
     $(".state", p).textContent = "failed";
     err.textContent = e.message;
     err.hidden = false;

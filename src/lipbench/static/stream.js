@@ -144,6 +144,7 @@ function showServerLatency(p, res) {
   const t = res.timings;
   const box = $(".latency", p);
   box.hidden = false;
+  box.classList.remove("pending");
   const speech = (t.tts || 0) + (t.convert || 0);
   $(".latency .server", p).textContent = `first playable frame ${fmt(t.first_playable_s)} s` +
     (speech > 0.005 && t.first_playable_s != null ? ` (${fmt(t.first_playable_s - speech)} s after the speech)` : "") +
