@@ -4,6 +4,7 @@ uvicorn on a raw socket), symbolic links never followed, byte ranges and HEAD on
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
@@ -270,4 +271,40 @@ def _wait(cond: Any, timeout: float = 10.0) -> None:
         if cond():
             return
         threading.Event().wait(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_at_most_max_running_cancelled_jobs_drain_in_the_background():
+    """Freed early, a cancelled job's thread still runs: past ``max_running`` of those, a
+    cancelled job keeps its slot until its thread returns (start/cancel loops cannot pile up
+    background work)."""
+    from lipbench.server.queue import JobQueue
+
+    async def go() -> None:
+        q = JobQueue(max_running=1, max_waiting=2)
+        a_go, b_go = threading.Event(), threading.Event()
+        a = asyncio.ensure_future(q.run(lambda: a_go.wait(30), idle=lambda: True))
+        await _until_async(lambda: q.running == 1)
+        a.cancel()
+        await _until_async(lambda: q.running == 0 and q.draining == 1)  # freed at once
+        b = asyncio.ensure_future(q.run(lambda: b_go.wait(30), idle=lambda: True))
+        await _until_async(lambda: q.running == 1)
+        b.cancel()
+        await asyncio.sleep(0.1)
+        assert q.running == 1 and q.draining == 1  # the cap: b keeps its slot
+        a_go.set()
+        await _until_async(lambda: q.draining == 0)
+        assert q.running == 1
+        b_go.set()
+        await _until_async(lambda: q.running == 0)
+        q.close()
+
+    asyncio.run(go())
+
+
+async def _until_async(cond: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
     raise AssertionError("condition not reached")
