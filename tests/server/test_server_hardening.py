@@ -308,3 +308,22 @@ async def _until_async(cond: Any, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+def test_a_stored_stream_whose_record_cannot_be_read_still_answers(fake_cfg, fake_wb):
+    with _restart(fake_cfg, fake_wb) as client:
+        job, _ = _done_stream_job(client)
+    (jobs_dir(fake_cfg) / job["id"] / "result.run.json").write_text('{"record_version": 1}')
+    with _restart(fake_cfg, fake_wb) as client:
+        r = client.get(job["status_url"])
+        assert r.status_code == 200 and r.json()["state"] == "done" and r.json()["result"] is None
+
+
+def _done_stream_job(client: TestClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    job = client.post("/api/stream/generate", json={"text": "Hi"}).json()
+    for _ in range(500):
+        status = client.get(job["status_url"]).json()
+        if status["state"] == "done":
+            return job, status
+        threading.Event().wait(0.02)
+    raise AssertionError("the stream job did not finish")

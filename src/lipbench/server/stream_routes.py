@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from .storage import plain_file, read_plain
 from .stream_jobs import MEDIA_TYPES, PLAYLIST, STREAM_FILE, StreamJob, read_stream_file
 from .stream_runner import cancel_stream, start_stream
 
+log = logging.getLogger("lipbench.server")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
 
 NO_STREAM_FIX = (
@@ -192,9 +194,12 @@ def stored_status(state: ServerState, job_id: str) -> dict[str, Any] | None:
     text = read_plain(base, names.record)
     if text is None:
         return None
-    rec = RunRecord.from_dict(json.loads(text))
     job = StreamJob(job_id, stored.strategy, stored.created, time.monotonic(), state="done",
                     live_dir=names.side / "stream")  # fmt: skip
-    job.result = response_from_record(stored, rec, rec.timings.total)
+    try:
+        rec = RunRecord.from_dict(json.loads(text))
+        job.result = response_from_record(stored, rec, rec.timings.total)
+    except (ValueError, TypeError, KeyError, AttributeError):  # a record of another version
+        log.warning("stream job %s: its run record cannot be read; status without result", job_id)
     return {**job.status(state.streams.idle_cancel_s),
             "elapsed_s": round(max(0.0, time.time() - stored.created), 3)}  # fmt: skip
