@@ -61,7 +61,9 @@ def test_the_printed_live_playlist_plays_to_its_end(config_file, speech_wav, tmp
     expected = video.count_frames(out)[0]
     assert frames == expected, player.stderr[-2000:]
     assert "Failed to reload playlist" not in player.stderr
-    assert Path(playlist).read_text() == (out.parent / "r.files" / "stream" / "index.m3u8").read_text()
+    assert (
+        Path(playlist).read_text() == (out.parent / "r.files" / "stream" / "index.m3u8").read_text()
+    )
 
 
 def test_step_commands_refuse_to_overwrite_their_input(tmp_path, speech_wav):
@@ -153,7 +155,9 @@ def test_replicas_end_with_their_parent_however_it_dies(cfg, tmp_path):
         "print(json.dumps(pool.pids()), flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(cfg)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     timer = threading.Timer(240, proc.kill)
     timer.start()
@@ -176,3 +180,35 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def test_messages_say_what_they_measure(tmp_path, config_file):
+    """tts reports the speech's length apart from the time it took; --list --all shows every
+    language; generate --help explains each flag; --device cuda is named as the flag."""
+    proc = run_cli(
+        "tts",
+        "--text",
+        "Hello there, this is a test.",
+        "--engine",
+        "espeak",
+        "--out",
+        tmp_path / "s.wav",
+    )
+    info = json.loads(proc.stdout)
+    assert info["speech_s"] == pytest.approx(audio.duration_s(tmp_path / "s.wav"), abs=1e-3)
+    assert info["synthesis_s"] > 0 and "seconds" not in info
+    listed = run_cli("tts", "--list", "--all").stdout
+    espeak = next(ln for ln in listed.splitlines() if ln.startswith("espeak"))
+    assert " ru," in espeak and "…" not in espeak
+    assert "--all lists every one" in run_cli("tts", "--list").stdout
+    from lipbench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
+    assert [a.option_strings[0] for a in sub._actions if not a.help] == []
+    helptext = " ".join(run_cli("generate", "--help").stdout.split())
+    assert "(default: sequential)" in helptext and "(default: results/demo/result.mp4)" in helptext
+    import torch
+
+    if not torch.cuda.is_available():
+        line = one_line_error(run_cli("generate", "--device", "cuda", "--out", tmp_path / "x.mp4", config=config_file))  # fmt: skip
+        assert "--device cuda" in line and "--device auto" in line

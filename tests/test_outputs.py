@@ -77,3 +77,18 @@ def test_a_live_stream_stays_readable_at_its_printed_path_after_publishing(tmp_p
         st.publish()
     assert live.read_text() == final.playlist.read_text()
     assert os.path.samefile(live, final.playlist)  # hard links: no second copy
+
+
+def test_a_run_that_cannot_fit_on_its_disk_is_refused_before_rendering(tmp_path, monkeypatch):
+    import shutil
+
+    from lipbench import outputs
+
+    outputs.check_free_space(tmp_path, 100, 512, 512)  # this disk has room for 100 frames
+    monkeypatch.setattr(
+        shutil,
+        "disk_usage",
+        lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 5 * 2**20, 5 * 2**20),
+    )  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match=r"not enough free space .* 5 MB free"):
+        outputs.check_free_space(tmp_path, 100, 512, 512)

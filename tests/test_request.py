@@ -26,7 +26,9 @@ def test_typed_sections_mirror_the_schema(cfg, settings):
     assert settings.fps == float(cfg["fps"]) and settings.encoder.fps == settings.fps
     assert settings.job.weights.files == cfg["weights"]["files"]
     opts = settings.render_options()
-    assert opts.batch_size == cfg["render"]["batch_size"] and opts.backend == cfg["render"]["backend"]
+    assert (
+        opts.batch_size == cfg["render"]["batch_size"] and opts.backend == cfg["render"]["backend"]
+    )
     with pytest.raises(Exception):  # frozen: decided once
         settings.fps = 30.0  # type: ignore[misc]
 
@@ -77,7 +79,8 @@ def test_no_module_below_the_pipeline_reads_the_config_dict():
     readers = sorted(
         str(p.relative_to(src))
         for p in src.rglob("*.py")
-        if p.name not in front and p.parts[-2] not in ("server", "bench")
+        if p.name not in front
+        and p.parts[-2] not in ("server", "bench")
         and re.search(r"\bcfg\[|\bcfg\.get\(|\bconfig\[", p.read_text(encoding="utf-8"))
     )
     assert readers == []

@@ -104,7 +104,9 @@ class Batch:
             if self.progress:
                 self.progress(msg.frames)
         elif isinstance(msg, Done):
-            self.rows[msg.task_id] = dataclasses.replace(msg.row, attempts=self.attempts[msg.task_id])
+            self.rows[msg.task_id] = dataclasses.replace(
+                msg.row, attempts=self.attempts[msg.task_id]
+            )
             self.edges[msg.task_id] = msg.edges
             self.running.pop(msg.replica, None)
             self._feed(msg.replica)

@@ -214,7 +214,7 @@ def render_plan_chunk(
         "row": row.to_dict(),
         "replica": loaded.replica_row(index, spec).to_dict(),
         "detect_s": timer.stages.get("detect", 0.0),
-        "mel_s": timer.stages.get("mel", timer.stages.get("split", 0.0)),
+        "mel_s": timer.stages["mel"],
         "label": job.label,
         "process_start_ts": process_start_ts(),
         "render_options": dataclasses.asdict(spec.render_options),

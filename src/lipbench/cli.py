@@ -32,6 +32,8 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
     is reported as the flag, not as the config."""
     overrides: dict[str, Any] = {}
     if getattr(args, "device", None):
+        if args.device == "cuda":
+            _check_cuda_flag()
         overrides["device"] = args.device
     if getattr(args, "fps", None) is not None:
         positive(args.fps, "--fps", upper=120)
@@ -51,13 +53,22 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config, overrides)
 
 
+def _check_cuda_flag() -> None:
+    """``--device cuda`` on a machine whose torch sees no GPU: named as the flag."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LipbenchError("--device cuda: torch sees no GPU here", "use --device auto or --device cpu")
+
+
 def cmd_tts(args: argparse.Namespace) -> int:
     if args.list:
+        shown = None if args.all else 20
         for e in tts.list_engines():
             langs = e["languages"]
-            more = f", … ({len(langs)} in all)" if len(langs) > 20 else ""
+            more = f", … ({len(langs)} in all; --all lists every one)" if shown and len(langs) > shown else ""
             print(
-                f"{e['name']:<7} {'offline' if e['offline'] else 'online '}  {', '.join(langs[:20])}{more}"
+                f"{e['name']:<7} {'offline' if e['offline'] else 'online '}  {', '.join(langs[:shown])}{more}"
             )
         return 0
     if args.text is None:
@@ -71,12 +82,25 @@ def cmd_tts(args: argparse.Namespace) -> int:
     )
     res = tts.synthesize(args.text, args.lang, out, engine=engine,
                          max_chars=cfg["text"]["max_chars"], timeout_s=cfg["tts"]["timeout_s"])  # fmt: skip
+    speech_s = _speech_seconds(res.path)
     info = {"path": str(res.path), "engine": res.engine, "lang": res.lang,
-            "sample_rate": res.sample_rate, "seconds": round(res.seconds, 3), "chars": len(args.text)}  # fmt: skip
+            "sample_rate": res.sample_rate, "speech_s": speech_s,
+            "synthesis_s": round(res.seconds, 3), "chars": len(args.text)}  # fmt: skip
     print(json.dumps(info))
-    log.info("tts: %s, %s, %.2f s of speech from %d characters → %s",
-             res.engine, res.lang, res.seconds, len(args.text), res.path)  # fmt: skip
+    length = "speech" if speech_s is None else f"{speech_s:.2f} s of speech"
+    log.info("tts: %s, %s, %s from %d characters in %.2f s → %s",
+             res.engine, res.lang, length, len(args.text), res.seconds, res.path)  # fmt: skip
     return 0
+
+
+def _speech_seconds(path: Path) -> float | None:
+    """The length of the spoken audio (None where the file's format cannot be read here)."""
+    from . import audio
+
+    try:
+        return round(audio.duration_s(path), 3)
+    except Exception:  # noqa: BLE001 - an MP3 on an old libsndfile: say nothing, not a wrong figure
+        return None
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -149,6 +173,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"wrote {rec.outputs.video} ({rec.frames} frames, {rec.plan['n_chunks']} chunk(s), {rec.strategy}) and {rec.outputs.record}"
     )
     print(f"timings: {stages}")
+    startup = rec.model_load.waited_s or 0.0
+    if startup >= 1.0:
+        fresh = _calibrated_this_run(rec)
+        why = "model load and this host's one-time calibration (cached for later runs)" if fresh else "model load"
+        print(f"start-up before the job: {startup:.2f}s ({why}); first_frame_s counts from process start, "
+              "total from the job's start")  # fmt: skip
     if rec.stream is not None:
         print(f"stream: {rec.stream.playlist} ({rec.stream.segments} segments)")
     if not rec.weights_trained:
@@ -156,6 +186,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "NOTE: no checkpoint in weights/ — the mouth comes from SEEDED RANDOM (untrained) weights; see weights/README.md"
         )
     return 0
+
+
+def _calibrated_this_run(rec: Any) -> bool:
+    """Whether a replica measured this host's calibration during this process (a first run)."""
+    import time
+
+    from .chunk import process_start_ts
+
+    started = process_start_ts()
+    for r in rec.replicas:
+        measured = (r.render.calibration or {}).get("measured")
+        if measured and time.mktime(time.strptime(measured, "%Y-%m-%dT%H:%M:%S")) >= started - 1:
+            return True
+    return False
 
 
 def _announce_stream(playlist: Path) -> None:
@@ -226,6 +270,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_cfg(args), host=args.host, port=args.port)
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that names a flag's default where it has one and the text does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lipbench", description=__doc__.splitlines()[0])
     p.add_argument(
@@ -243,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=tts.ENGINES)
     s.add_argument("--out", help="output path (.wav; .mp3 for gtts)")
     s.add_argument("--list", action="store_true", help="list engines and their languages")
+    s.add_argument("--all", action="store_true", help="with --list: every language, not the first 20")
     s.set_defaults(func=cmd_tts)
 
     s = sub.add_parser("convert", help="any audio → 16 kHz mono int16 WAV")
@@ -267,24 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out-dir", required=True)
         s.set_defaults(func=func)
 
-    s = sub.add_parser("generate", help="text or audio → lip-synced MP4 + run.json")
+    s = sub.add_parser("generate", help="text or audio → lip-synced MP4 + run.json",
+                       formatter_class=_Defaults)  # fmt: skip
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--text")
-    src.add_argument("--audio")
-    s.add_argument("--lang")
-    s.add_argument("--engine", choices=tts.ENGINES)
+    src.add_argument("--text", help="what to say (neither --text nor --audio: the config's text.default)")
+    src.add_argument("--audio", help="speak this audio file instead (any format ffmpeg reads)")
+    s.add_argument("--lang", help="language of --text, e.g. en, ru (default: the config's text.lang)")
+    s.add_argument("--engine", choices=tts.ENGINES, help="TTS engine (default: the config's tts.engine)")
     s.add_argument(
         "--avatar", help="image or video (default: the config's, i.e. the astronaut photo)"
     )
-    s.add_argument("--strategy", choices=STRATEGIES, default="sequential")
+    s.add_argument("--strategy", choices=STRATEGIES, default="sequential",
+                   help="sequential: one replica, one chunk; parallel: chunks on several replicas")  # fmt: skip
     s.add_argument("--models", help="comma list of checkpoints, e.g. gan,nogan (parallel) or gan")
-    s.add_argument("--chunks", type=int)
-    s.add_argument("--threads", type=int, help="torch threads per replica")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--fps", type=float)
-    s.add_argument("--out", default="results/demo/result.mp4")
-    s.add_argument("--keep-chunks", action="store_true")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--chunks", type=int, help="force a chunk count (default: the config's plan policy)")
+    s.add_argument("--threads", type=int, help="torch threads per replica (default: cores ÷ replicas)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's device")
+    s.add_argument("--fps", type=float, help="output frames per second (default: the config's fps)")
+    s.add_argument("--out", default="results/demo/result.mp4",
+                   help="the video; its record and side files are named after it (NAME.run.json, NAME.files/)")  # fmt: skip
+    s.add_argument("--keep-chunks", action="store_true", help="keep the chunk videos in NAME.files/chunks/")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--stream", action="store_true",
                    help="also write ~1 s segments + a growing HLS playlist while rendering; "
                         "prints the playlist's path as soon as the first segment exists")  # fmt: skip

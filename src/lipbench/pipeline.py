@@ -30,7 +30,7 @@ from .config import load_config
 from .inputs import build_inputs
 from .jobs import Job, job_label, resolve_job, threads_per_replica
 from .metrics import UsageSampler
-from .outputs import OutputNames, staging
+from .outputs import OutputNames, check_free_space, staging
 from .plan import Plan, plan_audio
 from .pool import ChunkTask, ReplicaPool
 from .pools import Pools
@@ -107,12 +107,11 @@ def prepare(req: GenerateRequest, stage: OutputNames, timer: StageTimer) -> Prep
     _check_stop(req)
     s = req.settings
     inputs, samples = build_inputs(s.face, s.fps, wav, req.avatar, timer, uuid.uuid4().hex[:12])
-    # build_inputs times the mel as "split" until it names the stage itself
-    timer.stages.setdefault("mel", timer.stages.pop("split", 0.0))
     _check_stop(req)
     with timer.stage("split"):
         plan = plan_audio(samples, s, list(req.job.models), req.job.chunks, stream=req.stream)
         plan.save(stage.plan)
+    check_free_space(stage.side, plan.n_frames, *inputs.avatar.size)
     # one label for the whole job, from the checkpoints its plan renders with
     inputs.label = job_label([c.model for c in plan.chunks], s.job.weights)
     return Prepared(wav, speech, info, inputs, plan)

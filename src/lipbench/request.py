@@ -97,15 +97,27 @@ class Settings:
         return cls(
             job=JobSettings.from_config(cfg),
             fps=float(cfg["fps"]),
-            plan=_section(PlanSettings, cfg["plan"], cost_model=cost_model_path(cfg["results_dir"])),
-            tts=TTSSettings(engine=cfg["tts"]["engine"], timeout_s=float(cfg["tts"]["timeout_s"]),
-                            max_chars=int(t["max_chars"]), default_text=t["default"],
-                            default_lang=t["lang"]),  # fmt: skip
+            plan=_section(
+                PlanSettings, cfg["plan"], cost_model=cost_model_path(cfg["results_dir"])
+            ),
+            tts=TTSSettings(
+                engine=cfg["tts"]["engine"],
+                timeout_s=float(cfg["tts"]["timeout_s"]),
+                max_chars=int(t["max_chars"]),
+                default_text=t["default"],
+                default_lang=t["lang"],
+            ),  # fmt: skip
             face=face_settings(cfg["face"]),
             render_section=MappingProxyType(dict(cfg["render"])),
-            encoder=EncoderSettings(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"],
-                                    ffmpeg=v["ffmpeg"], keyframe_s=float(v["keyframe_s"]),
-                                    first_segment_s=float(v["first_segment_s"]), tune=v["tune"]),  # fmt: skip
+            encoder=EncoderSettings(
+                fps=float(cfg["fps"]),
+                crf=v["crf"],
+                preset=v["preset"],
+                ffmpeg=v["ffmpeg"],
+                keyframe_s=float(v["keyframe_s"]),
+                first_segment_s=float(v["first_segment_s"]),
+                tune=v["tune"],
+            ),  # fmt: skip
             audio_bitrate=v["audio_bitrate"],
             results_dir=Path(cfg["results_dir"]),
         )

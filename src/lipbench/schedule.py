@@ -29,4 +29,6 @@ def replica_queues(chunk_frames: Sequence[int], replicas: int, streamed: bool) -
 
 def busiest_frames(chunk_frames: Sequence[int], replicas: int) -> int:
     """Frames on the replica with the most work (what a parallel job's time is set by)."""
-    return max(sum(chunk_frames[k] for k in q) for q in replica_queues(chunk_frames, replicas, False))
+    return max(
+        sum(chunk_frames[k] for k in q) for q in replica_queues(chunk_frames, replicas, False)
+    )
