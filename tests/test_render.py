@@ -29,8 +29,25 @@ def job(cfg) -> JobInputs:
 
 
 def frames(renderer: Renderer, job: JobInputs, cuts: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """Frames of [0, n) in pieces cut at ``cuts``, each from the chunk's own input
+    (``JobInputs.for_range``, as a pool sends it) when there are cuts."""
     edges = [0, *cuts, job.n_frames]
-    return [f for a, b in zip(edges, edges[1:], strict=False) for f in renderer.render(job, a, b)]
+    return [
+        f
+        for a, b in zip(edges, edges[1:], strict=False)
+        for f in renderer.render(job.for_range(a, b) if cuts else job, a, b)
+    ]
+
+
+def test_a_chunk_input_carries_only_its_mel_columns(job) -> None:
+    part = job.for_range(5, 9)
+    assert part.n_frames == job.n_frames and part.mel_len == job.mel_len
+    # frame i's window starts at floor(i * 80 / 25): 16 for frame 5, 25 for frame 8
+    assert part.mel_start == 16 and part.mel.shape[1] == 25 - 16 + 16
+    np.testing.assert_array_equal(part.mel_windows(5, 9), job.mel_windows(5, 9))
+    with pytest.raises(ValueError, match="outside this input"):
+        part.mel_windows(2, 4)
+    assert part.boxes.box(7) == job.boxes.box(0)  # a still image: one box for every frame
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["static-face", "per-frame-face"])
