@@ -162,15 +162,21 @@ def _load_video(path: Path, max_side: int) -> Avatar:
         w, h = (int(v) for v in meta["size"])  # size after ffmpeg's auto-rotation
         fps = float(meta.get("fps") or 0.0)
         # stream copy to a null muxer: counts packets without decoding (fast at any length)
-        n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        n, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
     except (RuntimeError, OSError, StopIteration, KeyError, ValueError, TypeError) as e:
         raise InputError(f"{bad.problem} ({type(e).__name__})", bad.fix) from e
     if n < 1 or w < 1 or h < 1:
         raise InputError(f"avatar video {path} has no frames", bad.fix)
     if not fps > 0:
         fps = 25.0
+    # Variable frame rate (phones): the frame count and duration x rate disagree. Such a
+    # file is read resampled to its average rate, so frame k is the picture at k / fps.
+    vfr = secs > 0 and abs(n - secs * fps) > 1.5
+    if vfr:
+        n = max(1, int(secs * fps))
+        log.info("avatar %s has a variable frame rate: read at %.3f fps", path, fps)
     fit = plan_fit(w, h, max_side)
-    video = VideoFrames(path, n, fps, (w, h), fit)
+    video = VideoFrames(path, n, fps, (w, h), fit, cfr=vfr)
     try:
         video.get(0)  # a video with no decodable frame fails here, in one line
     except InputError as e:

@@ -70,10 +70,24 @@ class VideoFrames:
     Each thread reads through its own decoder, so the network's thread (cropping) and the
     encoder's (pasting) both read forward without holding frames for each other."""
 
-    def __init__(self, path: str | Path, n: int, fps: float, size: tuple[int, int], fit: Fit):
+    def __init__(
+        self,
+        path: str | Path,
+        n: int,
+        fps: float,
+        size: tuple[int, int],
+        fit: Fit,
+        cfr: bool = False,
+    ):
         self.path = str(path)
         self.n = int(n)
         self.fps = float(fps)
+        # a variable-frame-rate file is read resampled to ``fps`` (ffmpeg -fps_mode cfr):
+        # frame k is then about what is on screen at k / fps. Forward reads and reads after
+        # a seek may pick neighbouring source frames (measured: ≤ 3 apart on a 25/50 fps
+        # clip), so chunks of such an avatar can differ from one pass by a source frame
+        # or two; a constant-rate file is read exactly either way (tested).
+        self.cfr = cfr
         self.size = size  # decoded (width, height), after ffmpeg's auto-rotation
         self.fit = fit
         self.seeks = 0  # how many times a decoder was (re)started: for tests and benchmarks
@@ -129,7 +143,8 @@ class VideoFrames:
         # first frame whose time is >= that, i.e. frame k (times relative to the start).
         t = max(0.0, (k - 0.5) / self.fps)
         params = ["-ss", f"{t:.6f}"] if k > 0 else None
-        gen = imageio_ffmpeg.read_frames(self.path, input_params=params)
+        out = ["-fps_mode", "cfr", "-r", f"{self.fps:.6f}"] if self.cfr else None
+        gen = imageio_ffmpeg.read_frames(self.path, input_params=params, output_params=out)
         next(gen)  # the metadata
         d.gen, d.pos = gen, k
         with self._lock:
