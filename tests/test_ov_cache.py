@@ -148,3 +148,44 @@ def test_weights_identity_without_torch(tmp_path, monkeypatch):
     code = "import sys, lipbench.weights, lipbench.gencache, lipbench.backends.ov_cache; print('torch' in sys.modules)"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# the integration (chunk.load_renderer → Renderer(..., cached=...)): runs once it is in place
+RUN = """
+import sys, numpy as np
+from lipbench.chunk import ReplicaSpec, load_renderer
+from lipbench.face import detect_faces, load_avatar
+from lipbench.render import JobInputs, RenderOptions
+opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
+spec = ReplicaSpec(model="gan", threads=1, device="cpu", weights_dir=sys.argv[1],
+                   weights_files={}, seed=7, render_options=opts)
+loaded = load_renderer(spec)
+av = load_avatar("default")
+mel = np.random.default_rng(0).uniform(-4, 4, (80, 60)).astype(np.float32)
+job = JobInputs(mel, 10, 25.0, av, detect_faces(av), meta={"key": "t"})
+np.save(sys.argv[2], np.stack(list(loaded.renderer.render(job, 0, 10))))
+print(loaded.renderer.network.backend, "torch" in sys.modules)
+"""
+
+
+def _integrated() -> bool:
+    import inspect
+
+    from lipbench.render import Renderer
+
+    return "cached" in inspect.signature(Renderer.__init__).parameters
+
+
+@pytest.mark.skipif(not _integrated(), reason="Renderer(..., cached=...) not integrated yet")
+def test_a_warm_load_renderer_never_imports_torch(tmp_path):
+    env = {**os.environ, "LIPBENCH_CACHE": str(tmp_path / "cache")}
+    outs = []
+    for i in range(2):
+        proc = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "w"), str(tmp_path / f"{i}.npy")],
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs.append(proc.stdout.split())
+    assert outs[0] == ["openvino", "True"]  # the first start reads the weights with torch
+    assert outs[1] == ["openvino", "False"]  # the second loads the saved network only
+    a, b = (np.load(tmp_path / f"{i}.npy").astype(int) for i in range(2))
+    assert np.abs(a - b).max() <= 1

@@ -129,3 +129,36 @@ def test_device_comes_from_the_config(tmp_path, make_config, monkeypatch):
             make_config(tmp_path, device="cuda"), SpeedOptions(tmp_path / "o"), said.append
         )
     assert said == []
+
+
+def test_every_end_to_end_row_has_its_prediction_and_a_null_row_exists(suite):
+    stdout, df, _ = suite
+    e2e = df[df.kind == "end_to_end"].set_index("option")
+    assert "null network (pipeline ceiling)" in e2e.index and e2e.index[-1].startswith("null")
+    assert (e2e.predicted_fps > 0).all() and (e2e.cpu_ms_prep > 0).all()
+    expect = 100 * e2e.fps / e2e.predicted_fps  # both rounded in the csv: a relative margin
+    assert ((e2e.pct_predicted - expect).abs() < 0.1 + 0.002 * expect).all()
+    null = e2e.loc["null network (pipeline ceiling)"]
+    assert pd.isna(null.cpu_ms_network) and null.predicted_bound in {
+        "cores",
+        "prep",
+        "paste",
+        "encode",
+    }
+    assert e2e.drop(index="null network (pipeline ceiling)").cpu_ms_network.notna().all()
+    assert "pipeline ceiling (null network):" in stdout and "input preparation" in stdout
+
+
+def test_openvino_options_are_measured_and_stay_exact(suite):
+    _, df, _ = suite
+    from lipbench.backends import available
+
+    ov = df[df.kind == "openvino_option"]
+    if "openvino" not in available():
+        assert ov.empty
+        return
+    names = set(ov.option)
+    assert any("static shapes" in n for n in names) and any("2 streams" in n for n in names)
+    assert any(n.startswith("latency, 1 stream, batch 8") for n in names)
+    assert (ov.fps > 0).all() and (ov.cpu_ms_per_frame > 0).all()
+    assert (ov.max_abs_px_vs_default <= 1).all()

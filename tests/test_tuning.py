@@ -248,3 +248,23 @@ def test_refine_updates_the_saved_openvino_record(cache, monkeypatch, model):
     assert saved == [
         ("openvino", {"batch_size": 16, "fidelity": done["fidelity"], "calibration": done})
     ]
+
+
+def test_refine_replica_loads_nothing_without_a_provisional_choice(cache, monkeypatch, model):
+    import types
+
+    from lipbench import weights
+
+    opts = RenderOptions(batch_size="auto", backend="auto", precision="fp32")
+    spec = types.SimpleNamespace(model="gan", threads=2, device="cpu", weights_dir="/nonexistent",
+                                 weights_files={}, seed=3, render_options=opts)  # fmt: skip
+    real_load = weights.load_generator
+    monkeypatch.setattr(weights, "load_generator", lambda *a, **k: pytest.fail("loaded"))
+    assert tuning.refine_replica(spec) is None  # empty cache
+    fps, calls = fake_fps({"torch|fp32": 10.0, "openvino|fp32": 12.0})
+    monkeypatch.setattr(tuning, "network_fps", fps)
+    tuning.calibrate(model, "cpu", 2, opts)  # quick: provisional
+    monkeypatch.setattr(weights, "load_generator", real_load)
+    done = tuning.refine_replica(spec)
+    assert done is not None and done["provisional"] is False and calls
+    assert tuning.refine_replica(spec) is None

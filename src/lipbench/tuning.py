@@ -367,3 +367,21 @@ def refine(
         ov_cache.store(network_key, net, model, batch_size=int(entry["batch_size"]),
                        fidelity=entry["fidelity"], calibration=entry)  # fmt: skip
     return entry
+
+
+def refine_replica(spec: Any) -> dict[str, Any] | None:
+    """``refine`` for a ``chunk.ReplicaSpec`` (call it after the first video): returns None
+    at once when this machine and thread count have no provisional choice; else loads the
+    weights (torch), measures the rest and re-saves the OpenVINO network's record."""
+    prefix = f"{_speed_key(spec.device, spec.threads)}|choice|"
+    if not any(k.startswith(prefix) and isinstance(v, dict) and v.get("provisional") for k, v in _load().items()):  # fmt: skip
+        return None
+    from .backends import ov_cache
+    from .weights import load_generator, weights_identity
+
+    torch.set_num_threads(spec.threads)
+    model, _ = load_generator(spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device)  # fmt: skip
+    wid = weights_identity(spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed)[1]
+    key = ov_cache.NetworkKey.for_request(wid, spec.render_options, spec.threads, spec.device)
+    return refine(model, spec.device, spec.threads, spec.render_options,
+                  network_key=key if spec.device == "cpu" else None)  # fmt: skip

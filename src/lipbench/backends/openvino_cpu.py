@@ -74,12 +74,16 @@ class OpenVINONetwork:
         *,
         pin_threads: bool = False,
         graphs: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         """Compile ``model``'s graphs (translated from torch), or ``graphs``: name → an
-        ``openvino.Model`` or the path of a saved IR (``ov_cache``: no torch needed)."""
+        ``openvino.Model`` or the path of a saved IR (``ov_cache``: no torch needed).
+        ``config``: OpenVINO properties over ``compile_config``'s (the speed suite's
+        variants: hints, streams)."""
         self.precision = precision
         self.threads = threads
         self.pin_threads = pin_threads
+        self.config_overrides = dict(config or {})
         self.key = f"openvino|{precision}"
         if graphs is None:
             if model is None:
@@ -109,7 +113,14 @@ class OpenVINONetwork:
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": self.pin_threads,
             "INFERENCE_PRECISION_HINT": hint,
+            **self.config_overrides,
         }
+
+    @property
+    def compiled(self) -> dict[str, Any]:
+        """The compiled models by graph name (``GRAPHS``): more infer requests for a caller
+        that runs several at once (the speed suite's stream variants)."""
+        return self._compiled
 
     def _run(self, name: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One inference; not thread-safe (a Renderer calls its network from one thread)."""

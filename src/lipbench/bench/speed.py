@@ -112,9 +112,11 @@ def _forward(m: Wav2Lip, v: Variant, mel: torch.Tensor, face: torch.Tensor, feat
 @torch.inference_mode()
 def network_fps(
     model: Wav2Lip, v: Variant, batch: int, seconds: float, device: str = "cpu"
-) -> tuple[float, torch.Tensor]:
-    """Frames/s of one torch option after a warm-up batch, and that batch's output (on the
-    CPU) for the pixel comparison."""
+) -> tuple[float, torch.Tensor, float]:
+    """Frames/s of one torch option after a warm-up batch, that batch's output (on the
+    CPU) for the pixel comparison, and the CPU ms per frame the process spent."""
+    from ..backends.measure import cpu_s
+
     m = prepare(model.to(device), v)
     mel, face = _inputs(batch, device)
     feats = None
@@ -126,12 +128,12 @@ def network_fps(
             for f in m.encode_face(face.contiguous(memory_format=fmt))
         ]
     out = _forward(m, v, mel, face, feats).float().cpu()  # warm-up; also compared
-    frames, t0 = 0, time.perf_counter()
+    frames, t0, c0 = 0, time.perf_counter(), cpu_s()
     while time.perf_counter() - t0 < seconds:
         _forward(m, v, mel, face, feats)
         _sync(device)
         frames += batch
-    return frames / (time.perf_counter() - t0), out
+    return frames / (time.perf_counter() - t0), out, 1000 * (cpu_s() - c0) / frames
 
 
 def pixel_error(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
@@ -151,7 +153,8 @@ def pixel_error(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 
 def paste_fps(job: Any, faces: np.ndarray, seconds: float = 1.0) -> float:
     """Frames/s of the paste-back alone, as ``render.Renderer.render`` does it per frame:
-    the 96×96 face resized into the avatar frame's box (a fresh frame), plus the label."""
+    the 96×96 face resized into the avatar frame's box (a fresh frame), plus the label.
+    Single-threaded: its CPU ms per frame is 1000 / this."""
     from ..face import paste_face
     from ..render import stamp_label
 

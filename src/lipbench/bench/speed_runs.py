@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..chunk import LoadedRenderer, render_chunk
+from ..inputs import build_inputs
 from ..jobs import frame_label
-from ..pipeline import Workbench, build_inputs
+from ..pipeline import Workbench
 from ..record import StageTimer
 from ..render import MEL_STEP, JobInputs, mel_window_starts
 from ..video import EncoderSettings, mux_audio
