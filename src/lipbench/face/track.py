@@ -2,8 +2,8 @@
 
 Input: the detections of each used avatar frame, in frame order (K x 15 rows as
 :func:`lipbench.face.yunet.yunet_faces` gives them; Haar rows have NaN landmarks and score 1).
-The face is picked once (``select``), in the frame where that choice is most confident, and
-followed forward and backward by overlap with the last matched box or, failing that, by
+The face is picked once (``select``): followed from a few seed frames, the track with the most
+face (area x score summed over its frames) wins; it is followed forward and backward by overlap with the last matched box or, failing that, by
 the distance between landmark centres. A frame with no match has no face (``present`` is
 False): other, smaller or short-lived detections are ignored. Only a second face of
 comparable size beside the tracked one in (nearly) every frame is refused.
@@ -27,6 +27,7 @@ MIN_IOU = 0.3
 MAX_SHIFT = 0.5
 MAX_SHIFT_AFTER_GAP = 1.0
 MAX_SCALE = 1.6
+SEEDS = 8  # evenly spaced frames the tracker also starts from (besides the strongest one)
 
 NO_FACE_FIX = (
     "use a frontal, well-lit photo or video with one clearly visible face "
@@ -93,6 +94,24 @@ def _match(ref: np.ndarray, d: np.ndarray, gap: int) -> int | None:
     return int(np.argmin(np.where(ok, shift, np.inf))) if ok.any() else None
 
 
+def _follow(dets: Sequence[np.ndarray], seed: int, first: int) -> np.ndarray:
+    """Index of the followed detection in each frame (-1: not there), from ``seed``'s
+    detection ``first`` forward and backward."""
+    chosen = np.full(len(dets), -1)
+    chosen[seed] = first
+    for step in (1, -1):
+        ref, gap = dets[seed][first], 0
+        j = seed + step
+        while 0 <= j < len(dets):
+            m = _match(ref, dets[j], gap)
+            if m is None:
+                gap += 1
+            else:
+                chosen[j], ref, gap = m, dets[j][m], 0
+            j += step
+    return chosen
+
+
 def track_face(
     dets: Sequence[np.ndarray], select: str, where: Callable[[int], str], source: str
 ) -> Track:
@@ -111,19 +130,21 @@ def track_face(
         d = dets[j][_choose(dets[j], select)]
         return float(d[14]) if select in ("left", "right") else float(_area(d) * d[14])
 
-    seed = max(with_faces, key=lambda j: (strength(j), -j))
-    chosen = np.full(k, -1)
-    chosen[seed] = _choose(dets[seed], select)
-    for step in (1, -1):
-        ref, gap = dets[seed][chosen[seed]], 0
-        j = seed + step
-        while 0 <= j < k:
-            m = _match(ref, dets[j], gap)
-            if m is None:
-                gap += 1
-            else:
-                chosen[j], ref, gap = m, dets[j][m], 0
-            j += step
+    # Follow from a few seeds (the strongest frame's choice and evenly spaced others) and
+    # keep the track that is biggest and surest summed over the frames it covers: a large
+    # but passing false detection (Haar boxes background now and then) loses to the face
+    # that is there all along.
+    strongest = max(with_faces, key=lambda j: (strength(j), -j))
+    spaced = [with_faces[round(q)] for q in np.linspace(0, len(with_faces) - 1, SEEDS)]
+    best: tuple[float, np.ndarray] | None = None
+    for seed in dict.fromkeys([strongest, *spaced]):
+        chosen = _follow(dets, seed, _choose(dets[seed], select))
+        picked = [dets[j][chosen[j]] for j in np.flatnonzero(chosen >= 0)]
+        score = float(sum(_area(d) * d[14] for d in picked))
+        if best is None or score > best[0] * (1 + 1e-9):
+            best = (score, chosen)
+    assert best is not None
+    chosen = best[1]
     n_two = 0
     first_two = -1
     for j in np.flatnonzero(chosen >= 0):
