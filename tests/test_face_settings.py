@@ -69,3 +69,23 @@ def test_build_inputs_new_and_old_forms_agree(cfg, speech_wav) -> None:
     assert new.blend == old.blend == "feather" and new.meta == old.meta == {"key": "job-a"}
     assert new.boxes.box(0) == old.boxes.box(0) and new.boxes.detector == "yunet"
     assert (new.mel == old.mel).all()
+
+
+def test_build_inputs_with_a_video_avatar(tmp_path: Path) -> None:
+    """One code path for every caller: the settings' loop, blend and detector reach the job,
+    and detection looks only at the frames the audio uses."""
+    import numpy as np
+    import soundfile as sf
+    from fixtures.face_clips import moving_clip, write_video
+
+    clip = write_video(tmp_path / "clip.mp4", moving_clip("pan", n=40).frames, 50.0)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(16000 // 2, np.float32), 16000)  # 0.5 s: 12 or 13 frames
+    face = FaceSettings(avatar=str(clip), blend="box", loop="repeat", cache_dir=str(tmp_path / "c"))
+    job, _ = build_inputs(face, 25.0, wav, None, StageTimer(), "video-job")
+    assert job.blend == "box" and job.boxes.timeline.loop == "repeat"
+    assert job.boxes.timeline.avatar_fps == 50.0 and job.boxes.timeline.out_fps == 25.0
+    # 0.5 s at 25 fps shows every second frame of the 50 fps clip, only those were looked at
+    assert list(job.boxes.index) == [2 * i for i in range(job.n_frames)]
+    assert job.boxes.faceless_summary()["frames"] == job.n_frames
+    assert len(list((tmp_path / "c").glob("*.json"))) == 1
