@@ -81,3 +81,26 @@ def test_process_start_is_read_to_a_clock_tick():
     started = float(printed.stdout)
     tick = 1 / os.sysconf("SC_CLK_TCK")
     assert before - 2 * tick <= started <= after, (before, started, after)
+
+
+def test_a_chunk_job_stamps_where_and_when_it_ran(monkeypatch):
+    """render-chunk writes its own stamps (the record's placements): host, step start and
+    end, and under SLURM the job id and its queue times read from squeue."""
+    import subprocess as sp
+
+    from lipbench import chunk
+
+    outside = chunk.job_stamps(100.0)
+    assert outside["slurm_job_id"] is None and outside["submit_ts"] is None
+    assert outside["step_start_ts"] == 100.0 and outside["step_end_ts"] >= time.time() - 5
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    seen = {}
+
+    def squeue(cmd, **kw):
+        seen["cmd"] = cmd
+        return sp.CompletedProcess(cmd, 0, "2026-12-06T05:00:00|2026-12-06T05:00:07\n", "")
+
+    monkeypatch.setattr(sp, "run", squeue)
+    inside = chunk.job_stamps(100.0)
+    assert seen["cmd"][:4] == ["squeue", "-h", "-j", "42"]
+    assert inside["slurm_job_id"] == 42 and inside["slurm_start_ts"] - inside["submit_ts"] == 7

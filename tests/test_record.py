@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lipbench import audio
 from lipbench.chunk import render_plan_chunk
 from lipbench.plan import plan_audio
 from lipbench.record import RECORD_VERSION, RunRecord, read_record, shape_of
-from lipbench.request import Settings
 from lipbench.stitch import merge_job
 
 # Fields whose keys are data, not schema (stage names, pids, model names, package names).
@@ -77,6 +78,8 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
     assert a["weights"] == b["weights"]
     assert (a["label"], a["threads_per_replica"]) == (b["label"], b["threads_per_replica"])
     assert b["snakemake_benchmarks"] == {"tts": 0.5} and b["timings"]["tts"] == 0.5
+    up = a["timings"]["startup"]
+    assert up["inputs_s"] >= 0 and up["model_s"] >= 0 and up["first_batch_s"] > 0
     # what is on disk reads back into the same typed record
     on_disk = read_record(wf / "run.json")
     assert isinstance(on_disk, RunRecord) and on_disk.to_dict() == json.loads(
@@ -134,3 +137,21 @@ def test_busy_seconds_is_the_union_of_render_intervals():
     assert busy_seconds([_row(0, 2), _row(1, 5)]) == 5  # overlapping
     assert busy_seconds([_row(0, 2), _row(7, 9)]) == 4  # 5 s in a queue between them
     assert busy_seconds([_row(3, 3)]) == 0
+
+
+def test_the_startup_split_adds_up_to_the_first_frame():
+    """timings.startup: consecutive marks, so its parts add up to first_frame_s exactly."""
+    from types import SimpleNamespace
+
+    from lipbench.pipeline import startup
+
+    origin, cli, imports, job, inputs, leased, first = 100.0, 100.4, 102.9, 103.0, 104.5, 106.0, 106.7
+    req = SimpleNamespace(marks={"cli": cli, "imports": imports})
+    done = SimpleNamespace(rows=[_row(leased, first + 1)], leased_ts=leased)
+    done.rows[0].first_frame_ts = first
+    s = startup(req, origin, job, inputs, done)
+    assert (s.interpreter_s, s.imports_s, s.config_s) == (0.4, 2.5, 0.1)
+    assert (s.inputs_s, s.model_s, s.first_batch_s) == (1.5, 1.5, 0.7)
+    assert sum(s.to_dict().values()) == pytest.approx(first - origin, abs=1e-3)
+    bare = startup(SimpleNamespace(marks={}), origin, job, inputs, done)  # the server: no marks
+    assert bare.interpreter_s is None and bare.config_s is None and bare.first_batch_s == 0.7

@@ -174,10 +174,14 @@ def render_plan_chunk(
     model: str | None = None,
     avatar: str | None = None,
     threads: int | None = None,
+    stamps: str | Path | None = None,
+    step_start_ts: float | None = None,
 ) -> ChunkRow:
     """Render chunk ``index`` of a plan from the FULL-file mel, write the video-only chunk
     and its sidecars (stats with the replica's facts and CPU samples; edge frames).
-    ``threads``: as the workflow derives them from the plan (``Job.threads_per_replica``)."""
+    ``threads``: as the workflow derives them from the plan (``Job.threads_per_replica``).
+    ``stamps``: also write where and when this chunk job ran (``job_stamps``), its step
+    having started at ``step_start_ts`` (default: this process's start)."""
     plan = Plan.load(plan_path)
     if not 0 <= index < plan.n_chunks:
         raise LipbenchError(
@@ -221,7 +225,41 @@ def render_plan_chunk(
         "usage": {"t0": usage_t0, **usage.summary()},
     }
     write_text_atomic(stats_path, json.dumps(sidecar, indent=2) + "\n")
+    if stamps is not None:
+        started = step_start_ts if step_start_ts is not None else process_start_ts()
+        write_text_atomic(stamps, json.dumps(job_stamps(started)) + "\n")
     return row
+
+
+def job_stamps(step_start_ts: float) -> dict[str, Any]:
+    """Where and when a workflow chunk job ran (the record's ``placements``): the host; under
+    SLURM the job id and its submit and start times from squeue (which works without
+    accounting), so a chunk's queue wait can be told apart from its run; the step's start,
+    and its end = now. Outside SLURM the slurm fields are None."""
+    import socket
+    import subprocess
+
+    job_id = os.environ.get("SLURM_JOB_ID")
+    submit = start = None
+    if job_id:
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%V|%S"], capture_output=True,
+                                 text=True, timeout=20).stdout.strip().splitlines()  # fmt: skip
+            if out and "|" in out[0]:
+                submit, start = (_slurm_epoch(t) for t in out[0].split("|", 1))
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return {"host": socket.gethostname(), "slurm_job_id": int(job_id) if job_id and job_id.isdigit() else None,
+            "submit_ts": submit, "slurm_start_ts": start, "step_start_ts": step_start_ts,
+            "step_end_ts": time.time()}  # fmt: skip
+
+
+def _slurm_epoch(text: str) -> float | None:
+    """SLURM prints whole seconds in local time (2026-12-06T05:11:52)."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 def process_start_ts() -> float:

@@ -153,9 +153,12 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import time
+
     from .pipeline import Workbench
     from .request import GenerateRequest, Hooks, Settings
 
+    marks = {"cli": _MAIN_TS, "imports": time.time()}
     settings = Settings.from_config(_cfg(args))
     # Built before anything starts: a bad flag, text, --out or stream setting fails at once.
     req = GenerateRequest.build(
@@ -163,6 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         avatar=args.avatar, strategy=args.strategy, models=_models(args.models), chunks=args.chunks,
         threads=args.threads, stream=args.stream, keep_chunks=args.keep_chunks,
         progress=not args.no_progress, keep_live_stream=True, hooks=Hooks(on_stream=_announce_stream),
+        marks=marks,
     )  # fmt: skip
     with Workbench(settings, in_process_single=True) as wb:
         rec = wb.generate(req)
@@ -173,12 +177,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"wrote {rec.outputs.video} ({rec.frames} frames, {rec.plan['n_chunks']} chunk(s), {rec.strategy}) and {rec.outputs.record}"
     )
     print(f"timings: {stages}")
-    startup = rec.model_load.waited_s or 0.0
-    if startup >= 1.0:
-        fresh = _calibrated_this_run(rec)
-        why = "model load and this host's one-time calibration (cached for later runs)" if fresh else "model load"
-        print(f"start-up before the job: {startup:.2f}s ({why}); first_frame_s counts from process start, "
-              "total from the job's start")  # fmt: skip
+    if rec.timings.startup is not None:
+        parts = {k.removesuffix("_s").replace("_", " "): v for k, v in rec.timings.startup.to_dict().items() if v is not None}
+        split = ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
+        calibrated = " (the model's includes this host's one-time calibration, cached for later runs)" if _calibrated_this_run(rec) else ""
+        print(f"first frame {rec.timings.first_frame_s:.2f}s after process start: {split}{calibrated}")  # fmt: skip
     if rec.stream is not None:
         print(f"stream: {rec.stream.playlist} ({rec.stream.segments} segments)")
     if not rec.weights_trained:
@@ -215,7 +218,8 @@ def cmd_render_chunk(args: argparse.Namespace) -> int:
     from .request import Settings
 
     row = render_plan_chunk(Settings.from_config(_cfg(args)), args.audio, args.plan, args.chunk, args.out,
-                            model=args.model, avatar=args.avatar, threads=args.threads)  # fmt: skip
+                            model=args.model, avatar=args.avatar, threads=args.threads,
+                            stamps=args.stamps, step_start_ts=args.step_start)  # fmt: skip
     print(json.dumps({k: getattr(row, k) for k in ("chunk", "model", "frames", "wall_s", "fps")}))
     return 0
 
@@ -357,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--avatar")
     s.add_argument("--threads", type=int)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--stamps", help="also write where and when this chunk job ran (JSON) here")
+    s.add_argument("--step-start", type=float, help="when the workflow step began (epoch seconds)")
     s.set_defaults(func=cmd_render_chunk)
 
     s = sub.add_parser("merge", help="concat chunk videos, mux audio once, write run.json")
@@ -371,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speech", help="the TTS output, named in the record's outputs")
     s.add_argument("--tts-info", help="the JSON that `lipbench tts` printed (the record's tts)")
     s.add_argument("--job-info", nargs="*", default=[],
-                   help="each chunk job's job_info.sh JSON (where and when it ran), in order")  # fmt: skip
+                   help="each chunk job's stamps (render-chunk --stamps: where and when it ran), in order")  # fmt: skip
     s.add_argument(
         "--chunks", nargs="+", required=True, dest="chunk_files", help="the chunk videos, in order"
     )
@@ -434,7 +440,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+_MAIN_TS: float | None = None  # when main() began (the record's timings.startup)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _MAIN_TS
+    import time
+
+    _MAIN_TS = time.time()
     signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)

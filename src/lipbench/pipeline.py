@@ -41,6 +41,7 @@ from .record import (
     ReplicaRow,
     RunRecord,
     StageTimer,
+    Startup,
     Timings,
     TTSInfo,
     build_record,
@@ -72,6 +73,7 @@ class Rendered:
     usage: dict[str, Any]
     pool_start_s: float
     waited_s: float
+    leased_ts: float  # when the replicas were this job's (rendering starts)
     publisher: StreamPublisher | None
 
 
@@ -117,12 +119,6 @@ def prepare(req: GenerateRequest, stage: OutputNames, timer: StageTimer) -> Prep
     return Prepared(wav, speech, info, inputs, plan)
 
 
-def _chunk_input(inputs: Any, a: int, b: int) -> Any:
-    """What a chunk task carries: its frame range's part of the job's inputs."""
-    for_range = getattr(inputs, "for_range", None)
-    return for_range(a, b) if for_range else inputs
-
-
 def chunk_path(stage: OutputNames, index: int) -> Path:
     return stage.chunks / f"chunk_{index}.mp4"
 
@@ -131,12 +127,14 @@ def render(req: GenerateRequest, prep: Prepared, stage: OutputNames, pools: Pool
     job, plan, s = req.job, prep.plan, req.settings
     threads = job.threads_per_replica(s.job, plan.n_chunks)
     stage.chunks.mkdir(exist_ok=True)
-    tasks = [ChunkTask(c.index, _chunk_input(prep.inputs, c.frame_start, c.frame_end),
+    # a chunk task carries only its frame range's mel and boxes, the avatar by reference
+    tasks = [ChunkTask(c.index, prep.inputs.for_range(c.frame_start, c.frame_end),
                        c.frame_start, c.frame_end, str(chunk_path(stage, c.index)),
                        s.encoder, c.index,
                        stream_target(s.audio_bitrate, stage, plan, c) if req.stream else None)
              for c in plan.chunks]  # fmt: skip
     with pools.lease(job.replica_models(plan.n_chunks), threads) as lease:
+        leased_ts = time.time()
         pool: ReplicaPool = lease.pool
         replicas = pool.replica_rows()
         publisher = (
@@ -160,19 +158,37 @@ def render(req: GenerateRequest, prep: Prepared, stage: OutputNames, pools: Pool
     return Rendered(
         rows=[rows[c.index] for c in plan.chunks], edges=[edges[c.index] for c in plan.chunks],
         replicas=replicas, threads=threads, usage=usage.summary(), pool_start_s=pool.start_s,
-        waited_s=lease.waited_s, publisher=publisher,
+        waited_s=lease.waited_s, leased_ts=leased_ts, publisher=publisher,
+    )  # fmt: skip
+
+
+def startup(req: GenerateRequest, origin_ts: float, job_ts: float, inputs_ts: float,
+            done: Rendered) -> Startup:  # fmt: skip
+    """The time before the first frame, split at consecutive marks: origin → the CLI's main
+    → the pipeline imported → the job started → inputs ready → replicas leased → first frame
+    (the front end's marks, where it set them)."""
+    first_ts = min(done.rows, key=lambda r: r.chunk).first_frame_ts
+    cli, imports = req.marks.get("cli"), req.marks.get("imports")
+
+    def gap(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 4)
+
+    return Startup(
+        interpreter_s=gap(origin_ts, cli), imports_s=gap(cli, imports), config_s=gap(imports, job_ts),
+        inputs_s=round(inputs_ts - job_ts, 4), model_s=round(done.leased_ts - inputs_ts, 4),
+        first_batch_s=round(first_ts - done.leased_ts, 4),
     )  # fmt: skip
 
 
 def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNames,
-           timer: StageTimer, origin: tuple[float, str]) -> RunRecord:  # fmt: skip
+           timer: StageTimer, origin: tuple[float, str], started: Startup) -> RunRecord:  # fmt: skip
     s, plan, final = req.settings, prep.plan, req.outputs
     with timer.stage("merge"):
         merge_chunks([chunk_path(stage, c.index) for c in plan.chunks], prep.wav, stage.video, s.ffmpeg, s.audio_bitrate,
                      expect_frames=plan.n_frames, fps=plan.fps)  # fmt: skip
     t = timer.stages
     timings = Timings(t["tts"], t["convert"], t["detect"], t["mel"], t["split"], t["infer"],
-                      t["merge"], timer.total())  # fmt: skip
+                      t["merge"], timer.total(), startup=started)  # fmt: skip
     return build_record(
         engine="pool",
         strategy=req.job.strategy,
@@ -233,13 +249,15 @@ class Workbench:
         origin = req.origin or (process_start_ts(), "process start")
         with staging(req.outputs, keep_stream=req.keep_live_stream) as st:
             timer = StageTimer()
+            job_ts = time.time()
             prep = prepare(req, st.stage, timer)
+            inputs_ts = time.time()
             with timer.stage("infer"):
                 done = render(req, prep, st.stage, self.pools)
             # replica start-up or another job's lease: recorded, not counted in the timings
             timer.stages["infer"] = round(timer.stages["infer"] - done.waited_s, 4)
             timer.t0 += done.waited_s
-            rec = finish(req, prep, done, st.stage, timer, origin)
+            rec = finish(req, prep, done, st.stage, timer, origin, startup(req, origin[0], job_ts, inputs_ts, done))
             if not req.keep_chunks:
                 shutil.rmtree(st.stage.chunks, ignore_errors=True)
             rec.write(st.stage.record)

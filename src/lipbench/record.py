@@ -139,6 +139,20 @@ class ReplicaRow(_Typed):
 
 
 @dataclass
+class Startup(_Typed):
+    """Where the time before a run's first frame went, seconds, in order. The first three
+    exist when a front end marked them (the CLI: from process start); their sum with the rest
+    is ``first_frame_s`` within a few milliseconds."""
+
+    interpreter_s: float | None  # origin → the CLI's main(): Python's start and first imports
+    imports_s: float | None  # the pipeline's imports (torch, OpenVINO, OpenCV)
+    config_s: float | None  # the config read and the request built
+    inputs_s: float  # speech, 16 kHz WAV, avatar + face boxes, mel, plan
+    model_s: float  # replicas started (weights or compiled model; a first run's calibration)
+    first_batch_s: float  # rendering started → the first frame rendered
+
+
+@dataclass
 class Timings(_Typed):
     """Seconds per stage. ``infer`` runs from the first chunk's start to the last chunk's
     end; ``total`` is the job's wall time (workflow: the sum of its stages)."""
@@ -164,6 +178,8 @@ class Timings(_Typed):
     stall_s: float | None = None
     # what first_frame_s / first_playable_s count from: "process start" | "request" | "job start"
     latency_origin: str | None = None
+    startup: Startup | None = None  # the pool path: first_frame_s split by what it went to
+    _nested = {"startup": Startup}
 
 
 @dataclass
@@ -190,7 +206,7 @@ class Outputs(_Typed):
 
 @dataclass
 class Placement(_Typed):
-    """Where and when a workflow chunk job ran, from its own stamps (job_info.sh): queue
+    """Where and when a workflow chunk job ran, from its own stamps (`render-chunk --stamps`): queue
     wait (SLURM only), start-up on the node, set-up (process start, imports, model load,
     detection), render. Seconds."""
 

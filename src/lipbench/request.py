@@ -154,6 +154,9 @@ class GenerateRequest:
     # (epoch seconds, what it is) that first_frame_s / first_playable_s count from;
     # None: this process's start
     origin: tuple[float, str] | None = None
+    # when a front end reached its steps (epoch seconds): "cli" (its main() ran) and
+    # "imports" (the pipeline imported); the record's timings.startup splits by them
+    marks: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -176,6 +179,7 @@ class GenerateRequest:
         keep_live_stream: bool = False,
         hooks: Hooks | None = None,
         origin: tuple[float, str] | None = None,
+        marks: Mapping[str, float] | None = None,
     ) -> GenerateRequest:
         """Check everything a front end gave before any work: a bad flag, text, language,
         --out or stream setting fails here in one line. Neither text nor audio: the
@@ -204,7 +208,7 @@ class GenerateRequest:
                    engine=concrete, audio=Path(audio) if audio is not None else None,
                    avatar=avatar, stream=stream, keep_chunks=keep_chunks, progress=progress,
                    keep_live_stream=keep_live_stream and stream, hooks=hooks or Hooks(),
-                   origin=origin)  # fmt: skip
+                   origin=origin, marks=MappingProxyType(dict(marks or {})))  # fmt: skip
 
 
 def _default_avatar(face: Any) -> str:

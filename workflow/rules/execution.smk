@@ -1,6 +1,6 @@
 """How steps run: the threads and GPUs of chunk jobs as the submit host decides them (and
-which GPU a local chunk job takes) and a cluster node sees them, the script that records
-where and when a step ran, and an interrupt passed on to the steps Snakemake runs itself.
+which GPU a local chunk job takes) and a cluster node sees them, and an interrupt passed on
+to the steps Snakemake runs itself.
 Helpers only (no rules): the Snakefile includes this file and calls
 `pass_interrupts_to_steps` from its `onstart`."""
 
@@ -8,11 +8,8 @@ import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 from lipbench.jobs import chunk_cuda_visible, nvidia_gpu_ids
-
-JOB_INFO = str(Path(workflow.current_basedir).parent / "scripts" / "job_info.sh")
 
 
 def chunk_job_threads(wildcards) -> int:

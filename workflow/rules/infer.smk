@@ -4,7 +4,7 @@ video-only chunk with its stats (.json) and edge frames (.npz) beside it.
 
 Unlike the in-process replica pool, every chunk job pays process start, imports and the
 model load itself; its benchmark TSV records that, and `merge` puts it in run.json. Beside
-the TSV, `infer_chunk_{k}.job.json` says where and when the job ran (host; on SLURM the job
+the TSV, `infer_chunk_{k}.job.json` (render-chunk's own stamps) says where and when the job ran (host; on SLURM the job
 id and its submit/start times), so queue wait can be told apart from render time."""
 
 rule infer_chunk:
@@ -20,7 +20,6 @@ rule infer_chunk:
         job_info=res("{job}/benchmarks/infer_chunk_{k}.job.json"),
     params:
         lipbench=LIPBENCH,
-        job_info=JOB_INFO,
         cuda_env=chunk_cuda_env,
         model=chunk_model,
         avatar=lambda wc: JOBS[wc.job]["avatar"],
@@ -51,6 +50,5 @@ rule infer_chunk:
         ' SLURM job ${{SLURM_JOB_ID:-none}}, CUDA_VISIBLE_DEVICES ${{CUDA_VISIBLE_DEVICES-unset}}" > {log} && '
         "{params.lipbench} --config-json {params.settings:q} render-chunk --audio {input.audio} --plan {input.plan} --chunk {wildcards.k}"
         " --model {params.model} --avatar {params.avatar:q} --threads {threads}"
-        " --out {output.video} >> {log} 2>&1 && "
-        "bash {params.job_info:q} $step_start > {output.job_info} && "
+        " --out {output.video} --stamps {output.job_info} --step-start $step_start >> {log} 2>&1 && "
         'echo "job: $(cat {output.job_info})" >> {log}'
