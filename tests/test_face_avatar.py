@@ -213,3 +213,28 @@ def test_odd_video_is_cropped_to_even(tmp_path: Path) -> None:
     assert av.original_size == (65, 49)
     assert av.size == (64, 48)
     assert all(av.frame(i).shape == (48, 64, 3) for i in range(2))
+
+
+def test_still_avatar_pickles_by_reference(tmp_path: Path, caplog) -> None:
+    """A chunk task carries a still avatar as its source, read again (hash checked) where it
+    is used; a file changed meanwhile is one clear error."""
+    import pickle
+
+    default = face.load_avatar("default")
+    blob = pickle.dumps(default)
+    assert len(blob) < 4000  # not the 786 KB image
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back.frame(0), default.frame(0))
+    assert back.size == (512, 512) and not back.frame(0).flags.writeable
+
+    p = tmp_path / "big.png"
+    cv2.imwrite(str(p), cv2.resize(astronaut_bgr(), (1024, 1024)))
+    with caplog.at_level(logging.INFO, logger="lipbench.face"):
+        av = face.load_avatar(p, max_side=700)
+        back = pickle.loads(pickle.dumps(av))
+        np.testing.assert_array_equal(back.frame(3), av.frame(0))
+    assert len(_fit_records(caplog)) == 1  # the replica's re-read logs nothing
+    again = pickle.loads(pickle.dumps(av))
+    cv2.imwrite(str(p), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(InputError, match="changed while the job was running"):
+        again.frame(0)

@@ -40,7 +40,9 @@ class Avatar:
     ``content_hash`` identifies the pixels: the source file's sha256 when the frames are the
     file's own, a hash of that and the fit when loading resized or cropped them.
     ``original_size`` is the (width, height) before the fit (None: same as :attr:`size`).
-    A video avatar pickles as its path and metadata, not its frames.
+    A video avatar pickles as its path and metadata, not its frames; so does a still image
+    read from a file (or the built-in photo): it is read again, and its hash checked, where
+    it is unpickled and first used.
     """
 
     video: VideoFrames | None
@@ -49,6 +51,27 @@ class Avatar:
     source: str
     content_hash: str
     original_size: tuple[int, int] | None = None
+    max_side: int = MAX_SIDE  # the limit it was loaded with (to read a still image again)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.video is None and self._rereadable():
+            state["image"] = None  # by reference: read again where it is used
+        return state
+
+    def _rereadable(self) -> bool:
+        return self.source == DEFAULT_SOURCE or Path(self.source).is_file()
+
+    def _still(self) -> np.ndarray:
+        if self.image is None:
+            again = load_avatar(self.source, self.max_side, quiet=True)
+            if again.content_hash != self.content_hash or again.image is None:
+                raise InputError(
+                    f"avatar {self.source} changed while the job was running",
+                    "run the job again (and leave the avatar file alone until it ends)",
+                )
+            self.image = again.image
+        return self.image
 
     @property
     def is_static(self) -> bool:
@@ -59,8 +82,7 @@ class Avatar:
         """(width, height) in pixels."""
         if self.video is not None:
             return self.video.fit.size
-        assert self.image is not None
-        h, w = self.image.shape[:2]
+        h, w = self._still().shape[:2]
         return int(w), int(h)
 
     def __len__(self) -> int:
@@ -73,8 +95,7 @@ class Avatar:
         if k < 0:
             raise IndexError(f"frame index must be >= 0, got {k}")
         if self.video is None:
-            assert self.image is not None
-            return self.image
+            return self._still()
         return self.video.get(int(k) % len(self.video))
 
     def release(self) -> None:
@@ -97,7 +118,9 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _log_fit(source: str, fit: Fit, max_side: int) -> None:
+def _log_fit(source: str, fit: Fit, max_side: int, quiet: bool = False) -> None:
+    if quiet:
+        return
     if fit.scaled:
         msg = "avatar %s is %dx%d; downscaled to %dx%d (face.max_side = %d)"
         log.info(msg, source, *fit.original, *fit.size, max_side)
@@ -105,10 +128,12 @@ def _log_fit(source: str, fit: Fit, max_side: int) -> None:
         log.debug("avatar %s: odd size %s cropped to %s", source, fit.original, fit.size)
 
 
-def _static(bgr: np.ndarray, source: str, source_hash: str, max_side: int) -> Avatar:
+def _static(
+    bgr: np.ndarray, source: str, source_hash: str, max_side: int, quiet: bool = False
+) -> Avatar:
     h, w = bgr.shape[:2]
     fit = plan_fit(w, h, max_side)
-    _log_fit(source, fit, max_side)
+    _log_fit(source, fit, max_side, quiet)
     return Avatar(
         video=None,
         image=_readonly(fit.apply(bgr)),
@@ -116,25 +141,26 @@ def _static(bgr: np.ndarray, source: str, source_hash: str, max_side: int) -> Av
         source=source,
         content_hash=fit.content_hash(source_hash),
         original_size=fit.original,
+        max_side=max_side,
     )
 
 
-def _load_default(max_side: int) -> Avatar:
+def _load_default(max_side: int, quiet: bool = False) -> Avatar:
     # The PNG that ships in scikit-image's wheel, read with OpenCV (the same pixels as
     # skimage.data.astronaut(), tested): importing skimage.io costs ~0.3 s of start-up.
     spec = importlib.util.find_spec("skimage")
     png = Path(spec.origin).parent / "data" / "astronaut.png" if spec and spec.origin else None
     bgr = cv2.imread(str(png), cv2.IMREAD_COLOR) if png and png.is_file() else None
     if png is not None and bgr is not None:
-        return _static(bgr, DEFAULT_SOURCE, _sha256_file(png), max_side)
+        return _static(bgr, DEFAULT_SOURCE, _sha256_file(png), max_side, quiet)
     from skimage import data as skdata  # the layout changed: let scikit-image find it
 
     bgr = skdata.astronaut()[:, :, ::-1]
     digest = hashlib.sha256(np.ascontiguousarray(bgr).tobytes()).hexdigest()
-    return _static(bgr, DEFAULT_SOURCE, digest, max_side)
+    return _static(bgr, DEFAULT_SOURCE, digest, max_side, quiet)
 
 
-def _load_image(path: Path, raw: bytes, max_side: int) -> Avatar:
+def _load_image(path: Path, raw: bytes, max_side: int, quiet: bool = False) -> Avatar:
     buf = np.frombuffer(raw, dtype=np.uint8)
     # IMREAD_COLOR: gray and RGBA inputs come back as 3-channel BGR (alpha dropped).
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
@@ -143,7 +169,7 @@ def _load_image(path: Path, raw: bytes, max_side: int) -> Avatar:
             f"avatar {path} is not a readable image",
             "use a PNG/JPEG photo or an MP4/MOV/AVI/WebM/MKV video",
         )
-    return _static(img, str(path), hashlib.sha256(raw).hexdigest(), max_side)
+    return _static(img, str(path), hashlib.sha256(raw).hexdigest(), max_side, quiet)
 
 
 def _load_video(path: Path, max_side: int) -> Avatar:
@@ -191,21 +217,25 @@ def _load_video(path: Path, max_side: int) -> Avatar:
         source=str(path),
         content_hash=fit.content_hash(_sha256_file(path)),
         original_size=fit.original,
+        max_side=max_side,
     )
 
 
-def load_avatar(spec: str | Path = DEFAULT_AVATAR, max_side: int = MAX_SIDE) -> Avatar:
+def load_avatar(
+    spec: str | Path = DEFAULT_AVATAR, max_side: int = MAX_SIDE, *, quiet: bool = False
+) -> Avatar:
     """Load ``"default"`` (scikit-image's astronaut photo), an image file or a video file.
 
     Images are decoded with OpenCV; videos with imageio-ffmpeg, on demand (frames are read
     by index when used, see :mod:`lipbench.face.video`). Frames
     longer than ``max_side`` pixels are downscaled (aspect kept, ``cv2.INTER_AREA``, one log
     line); odd widths/heights lose their last column/row. A missing, empty, unreadable or
-    non-media file, or a bad ``max_side``, raises :class:`InputError`.
+    non-media file, or a bad ``max_side``, raises :class:`InputError`. ``quiet``: no log
+    line for the fit (a replica reading a still image again).
     """
     max_side = check_max_side(max_side)
     if isinstance(spec, str) and spec.strip().lower() in (DEFAULT_AVATAR, DEFAULT_SOURCE):
-        return _load_default(max_side)
+        return _load_default(max_side, quiet)
     path = Path(spec).expanduser()
     if not path.exists():
         raise InputError(
@@ -225,4 +255,4 @@ def load_avatar(spec: str | Path = DEFAULT_AVATAR, max_side: int = MAX_SIDE) -> 
         raise InputError(
             f"cannot read avatar file {path}: {e.strerror}", "check permissions"
         ) from e
-    return _load_image(path, raw, max_side)
+    return _load_image(path, raw, max_side, quiet)
