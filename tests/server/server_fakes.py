@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import shutil
 import subprocess
@@ -14,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lipbench import record
 from lipbench.errors import LipbenchError
 from lipbench.ffmpeg import ffmpeg_exe
 from lipbench.jobs import UNTRAINED_LABEL, UNTRAINED_NOTE, output_names, resolve_job
 from lipbench.record import (
     ModelLoad,
     Outputs,
+    RenderChoice,
     ReplicaRow,
     RunRecord,
     StreamInfo,
@@ -40,20 +39,12 @@ def _weights(model: str, i: int) -> WeightsRow:
 
 
 def replica_row(i: int, model: str, threads: int = 1) -> ReplicaRow:
-    """A replica's row in whichever shape the record has (its render choice, or the older
-    threads/batch fields)."""
-    names = {f.name for f in dataclasses.fields(ReplicaRow)}
-    kw: dict[str, Any] = dict(replica=i, model=model, device="cpu", pid=1000 + i, load_s=0.0,
-                              weights=_weights(model, i))  # fmt: skip
-    if "render" in names:
-        kw["render"] = record.RenderChoice(  # type: ignore[attr-defined]
-            backend="torch", precision="fp32", effective_precision="fp32", exact=True,
-            batch_size=16, threads=threads, fidelity=None, chosen_by="config", engine={},
-            calibration=None,
-        )  # fmt: skip
-    else:
-        kw.update(threads=threads, batch_size=16)
-    return ReplicaRow(**kw)
+    render = RenderChoice(
+        backend="torch", precision="fp32", effective_precision="fp32", exact=True,
+        batch_size=16, threads=threads, fidelity=None, chosen_by="config", engine={},
+        calibration=None,
+    )  # fmt: skip
+    return ReplicaRow(i, model, "cpu", 1000 + i, 0.0, _weights(model, i), render)
 
 
 class FakePool:
@@ -66,11 +57,9 @@ class FakePool:
 
 def fake_timings(spoke: bool) -> Timings:
     """As the real one: the latency fields are always set (a plain run plays when done)."""
-    stages = dict(tts=0.1 if spoke else 0.0, convert=0.1, detect=0.0, mel=0.05, split=0.05,
-                  infer=1.0, merge=0.1, total=1.4)  # fmt: skip
-    names = {f.name for f in dataclasses.fields(Timings)}
-    return Timings(**{k: v for k, v in stages.items() if k in names}, first_frame_s=0.3,
-                   first_playable_s=1.4, stall_s=0.0, latency_origin="request")  # fmt: skip
+    return Timings(tts=0.1 if spoke else 0.0, convert=0.1, detect=0.0, mel=0.05, split=0.05,
+                   infer=1.0, merge=0.1, total=1.4, first_frame_s=0.3, first_playable_s=1.4,
+                   stall_s=0.0, latency_origin="request")  # fmt: skip
 
 
 def fake_record(strategy: str, models: list[str], out: Path, spoke: bool) -> RunRecord:

@@ -132,17 +132,11 @@ class ServerState:
         }
 
 
-def replica_threads(r: ReplicaRow) -> int:
-    """The threads a replica renders with (its render choice, where the record has one)."""
-    render = getattr(r, "render", None)
-    return int(render.threads if render is not None else r.threads)  # type: ignore[attr-defined]
-
-
 def _replica_brief(r: ReplicaRow) -> dict[str, Any]:
     return {
         "replica": r.replica,
         "model": r.model,
-        "threads": replica_threads(r),
+        "threads": r.render.threads,
         "device": r.device,
     }
 
@@ -153,7 +147,7 @@ def describe_replica(r: ReplicaRow) -> str:
         where = f"checkpoint {w.path} (sha256 {str(w.sha256)[:12]}…)"
     else:
         where = f"SEEDED RANDOM weights (seed {w.seed}): untrained, not a real lip-sync"
-    return f"model {r.model}, {where}, {replica_threads(r)} thread(s) on {r.device}, loaded in {r.load_s} s"
+    return f"model {r.model}, {where}, {r.render.threads} thread(s) on {r.device}, loaded in {r.load_s} s"
 
 
 def weights_summary(replicas: dict[str, list[ReplicaRow]]) -> str:
