@@ -82,15 +82,16 @@ def test_segment_writer_failure_publishes_no_chunk(tmp_path):
     assert not (tmp_path / "c.mp4").exists()
 
 
-def _fake_chunk(folder: Path, ends: list[float], done: bool) -> None:
+def _fake_chunk(folder: Path, ends: list[float], done: bool, start_s: float = 0.0) -> None:
     """What one attempt of a SegmentWriter leaves: segment files, the csv list ffmpeg writes
-    (its times run AUDIO_LEAD_S after the video's), and the done mark once the encode ended."""
+    (stream time: the whole video's + AUDIO_LEAD_S; the first segment listed from 0), and
+    the done mark once the encode ended. ``ends``: chunk-relative."""
     folder.mkdir(parents=True, exist_ok=True)
     lines, start = [], 0.0
     for i, end in enumerate(ends):
         (folder / f"seg_{i:05d}.ts").write_bytes(f"{folder.name} {i}".encode())
-        lines.append(f"seg_{i:05d}.ts,{start:.6f},{end + AUDIO_LEAD_S:.6f}\n")
-        start = end + AUDIO_LEAD_S
+        lines.append(f"seg_{i:05d}.ts,{start:.6f},{start_s + end + AUDIO_LEAD_S:.6f}\n")
+        start = start_s + end + AUDIO_LEAD_S
     (folder / SEGMENT_LIST).write_text("".join(lines))
     if done:
         (folder / DONE).touch()
@@ -120,7 +121,7 @@ def test_publisher_lists_segments_in_play_order(tmp_path):
     dirs = pub.chunk_dirs
     assert pub.poll() is False and seen == []
     # chunk 1 renders faster, but nothing of it is listed before chunk 0 is complete
-    _fake_chunk(dirs[1], [0.5, 1.5, 1.6], done=True)
+    _fake_chunk(dirs[1], [0.5, 1.5, 1.6], done=True, start_s=2.5)
     _fake_chunk(dirs[0], [1.0], done=False)
     pub.poll()
     assert _uris(pub) == ["chunk_000/seg_00000.ts"]
@@ -138,12 +139,11 @@ def test_publisher_lists_segments_in_play_order(tmp_path):
         "chunk_000/seg_00000.ts", "chunk_000/seg_00001.ts", "chunk_000/seg_00002.ts",
         "chunk_001/seg_00000.ts", "chunk_001/seg_00001.ts", "chunk_001/seg_00002.ts",
     ]  # fmt: skip
-    # chunk 1's timestamps start afresh: one discontinuity, right before its first segment
+    # chunk 1 is a new encode: one discontinuity, right before its first segment
     assert text.count("#EXT-X-DISCONTINUITY") == 1
     assert text.index("#EXT-X-DISCONTINUITY") < text.index("chunk_001/seg_00000.ts")
     assert text.rstrip().endswith("#EXT-X-ENDLIST")
-    lead = round(AUDIO_LEAD_S, 4)
-    assert pub.durations_s() == pytest.approx([1 + lead, 1.0, 0.5, 0.5 + lead, 1.0, 0.1])
+    assert pub.durations_s() == pytest.approx([1.0, 1.0, 0.5, 0.5, 1.0, 0.1])
     assert len(pub.ready_ts) == 6 and pub.ready_ts == sorted(pub.ready_ts)
     assert seen == [pub.playlist]  # announced once
 
@@ -165,7 +165,7 @@ def test_publisher_never_lists_a_segment_cut_short_and_a_retry_goes_on(tmp_path)
     assert _uris(pub) == ["chunk_000/seg_00000.ts", "chunk_000/retry_1/seg_00001.ts",
                           "chunk_000/retry_1/seg_00002.ts", "chunk_000/retry_1/seg_00003.ts"]  # fmt: skip
     assert (chunk / "seg_00000.ts").read_bytes() == listed
-    assert sum(pub.durations_s()) == pytest.approx(3.5 + AUDIO_LEAD_S)
+    assert sum(pub.durations_s()) == pytest.approx(3.5)
 
 
 def test_a_retried_writer_keeps_the_first_attempts_segments(tmp_path):
