@@ -55,8 +55,14 @@ print(json.dumps({"torch": "torch" in sys.modules, "mods": sorted(m for m in sys
 """
 
 
+def _env(cache: Path) -> dict[str, str]:
+    """The child's environment: every lipbench cache under ``cache``."""
+    env = {k: v for k, v in os.environ.items() if k != "LIPBENCH_OV_CACHE"}
+    return {**env, "LIPBENCH_CACHE": str(cache)}
+
+
 def _child(mode: str, cache: Path, weights: Path, out: Path) -> dict:
-    env = {**os.environ, "LIPBENCH_CACHE": str(cache)}
+    env = _env(cache)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, json.dumps(OPTS), str(weights), str(out)],
         capture_output=True, text=True, env=env, timeout=600,
@@ -86,6 +92,7 @@ def test_a_cached_network_runs_in_a_fresh_interpreter_without_torch(saved, tmp_p
 
 def _key(cache: Path, weights: Path, monkeypatch, **over) -> ov_cache.NetworkKey:
     monkeypatch.setenv("LIPBENCH_CACHE", str(cache))
+    monkeypatch.delenv("LIPBENCH_OV_CACHE", raising=False)
     wid = weights_identity("gan", weights, seed=over.pop("seed", 5))[1]
     return ov_cache.NetworkKey.for_request(wid, types.SimpleNamespace(**{**OPTS, **over}), over.pop("threads", 1))  # fmt: skip
 
@@ -126,10 +133,11 @@ def test_the_self_check_catches_a_network_that_drifted(saved, tmp_path, monkeypa
 
 
 def test_a_torch_choice_is_recorded_and_not_loaded(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIPBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("LIPBENCH_OV_CACHE", str(tmp_path / "elsewhere"))
     key = ov_cache.NetworkKey("sha256:" + "0" * 64, "cpu", 2, "auto", "fp32", "auto")
     net = types.SimpleNamespace(backend="torch", precision="fp32")
-    assert ov_cache.store(key, net, None, batch_size=16, fidelity={}, calibration=None)
+    folder = ov_cache.store(key, net, None, batch_size=16, fidelity={}, calibration=None)
+    assert folder is not None and folder.parent == tmp_path / "elsewhere"  # $LIPBENCH_OV_CACHE
     assert ov_cache.load_cached(key) is None
 
 
@@ -178,7 +186,7 @@ def _integrated() -> bool:
 
 @pytest.mark.skipif(not _integrated(), reason="Renderer(..., cached=...) not integrated yet")
 def test_a_warm_load_renderer_never_imports_torch(tmp_path):
-    env = {**os.environ, "LIPBENCH_CACHE": str(tmp_path / "cache")}
+    env = _env(tmp_path / "cache")
     outs = []
     for i in range(2):
         proc = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "w"), str(tmp_path / f"{i}.npy")],

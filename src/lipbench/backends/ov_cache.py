@@ -6,7 +6,7 @@ fidelity measured as always) and, when the chosen network is OpenVINO, ``remembe
 - the three graphs as IR (``openvino.save_model(..., compress_to_fp16=False)``: fp32
   weights, bit for bit) in ``<cache_root()>/ov-networks/<digest>/``, the digest naming the
   weights (checkpoint sha256 or the seeded weights' id), ``backends.VERSION``, OpenVINO's
-  version and the graph-building code;
+  version and the graph-building code (``$LIPBENCH_OV_CACHE`` puts them elsewhere);
 - a record per request (CPU model and cores, device, threads, the requested backend /
   precision / batch / pinning / torch layout, torch's version): the resolved backend,
   precision and batch size, the measured fidelity vs plain fp32, the calibration entry,
@@ -71,7 +71,8 @@ def _code_hash() -> str:
 
 
 def cache_dir() -> Path:
-    return cache_root() / "ov-networks"
+    """``$LIPBENCH_OV_CACHE``, else ``<cache_root()>/ov-networks`` (~140 MB per checkpoint)."""
+    return Path(os.environ.get("LIPBENCH_OV_CACHE") or cache_root() / "ov-networks")
 
 
 @dataclasses.dataclass(frozen=True)
