@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from lipbench.pool import ChunkFailed
+from lipbench.request import Hooks
 
 
-def two_chunks(workbench, speech_wav, out, **kw):
+def two_chunks(workbench, speech_wav, out, should_stop=None):
     """A two-chunk parallel job on two GAN replicas."""
-    return workbench.generate(out, audio=speech_wav, strategy="parallel", models=["gan", "gan"],
-                              chunks=2, progress=False, **kw)  # fmt: skip
+    return workbench.generate(workbench.request(
+        out, audio=speech_wav, strategy="parallel", models=["gan", "gan"], chunks=2,
+        progress=False, hooks=Hooks(should_stop=should_stop)))  # fmt: skip
 
 
 def test_replica_killed_mid_chunk_is_retried(workbench, speech_wav, session_dir):

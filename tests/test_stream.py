@@ -20,6 +20,7 @@ from helpers import run_cli
 
 from lipbench import video
 from lipbench.errors import InputError
+from lipbench.request import Hooks
 from lipbench.stream.playlist import StreamPublisher
 from lipbench.stream.segments import (
     AUDIO_LEAD_S,
@@ -252,8 +253,8 @@ def test_streamed_result_equals_plain(workbench, speech_wav, session_dir, strate
     if strategy == "parallel":
         kw.update(models=["gan", "gan"], chunks=2)
     announced: list[Path] = []
-    plain = workbench.generate(out / "plain.mp4", **kw)
-    streamed = workbench.generate(out / "live.mp4", stream=True, on_stream=announced.append, **kw)
+    plain = workbench.generate(workbench.request(out / "plain.mp4", **kw))
+    streamed = workbench.generate(workbench.request(out / "live.mp4", stream=True, hooks=Hooks(on_stream=announced.append), **kw))  # fmt: skip
     assert _max_diff(out / "plain.mp4", out / "live.mp4") <= 1
     assert plain.stream is None and plain.timings.stall_s == 0.0
     # the live playlist was announced from the staging folder; it now sits in live.files/
@@ -303,7 +304,7 @@ def test_a_replica_killed_mid_stream_leaves_a_whole_playlist(workbench, speech_w
 
     pool.on_event = on_event
     try:
-        rec = workbench.generate(out / "live.mp4", stream=True, **kw)
+        rec = workbench.generate(workbench.request(out / "live.mp4", stream=True, **kw))
     finally:
         pool.on_event = None
     assert killed and rec.chunks[1].attempts == 2
@@ -314,7 +315,7 @@ def test_a_replica_killed_mid_stream_leaves_a_whole_playlist(workbench, speech_w
     assert all((final / u).read_bytes() == data for u, data in served.items())
     assert set(served) <= set(uris)
     assert sum(rec.stream.durations_s) == pytest.approx(rec.frames / 25, abs=0.2)
-    workbench.generate(out / "plain.mp4", **kw)
+    workbench.generate(workbench.request(out / "plain.mp4", **kw))
     assert _max_diff(out / "plain.mp4", out / "live.mp4") <= 1
 
 

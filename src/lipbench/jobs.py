@@ -240,7 +240,3 @@ def chunk_cuda_visible(index: int, ids: list[str]) -> str | None:
     if len(ids) < 2:
         return None
     return ids[int(replica_device("cuda", index, len(ids)).split(":")[1])]
-
-
-# TODO(#24): moved to lipbench.outputs; re-exported until the server's fakes import it there
-from .outputs import OutputNames, output_names  # noqa: E402,F401

@@ -47,7 +47,7 @@ from .record import (
     build_record,
 )
 from .replica import Cancelled
-from .request import GenerateRequest, Hooks, Settings
+from .request import GenerateRequest, Settings
 from .stream.playlist import StreamPublisher
 from .stream.run import latency, start_publisher, stream_target
 from .video import merge_chunks
@@ -221,6 +221,8 @@ def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNa
 class Workbench:
     """Settings + warm replica pools. ``generate`` runs one request."""
 
+    cancels_jobs = True  # honours ``request.Hooks.should_stop`` (the server asks)
+
     def __init__(self, cfg: dict[str, Any] | Settings | None = None, in_process_single: bool = False):
         """``in_process_single``: see ``pools.Pools``."""
         self.settings = cfg if isinstance(cfg, Settings) else Settings.from_config(cfg if cfg is not None else load_config())  # fmt: skip
@@ -238,14 +240,11 @@ class Workbench:
         """The warm pool for these models (started on first use)."""
         return self.pools.get(models, threads or threads_per_replica(len(models), self.settings.job))
 
-    def generate(self, req: GenerateRequest | str | Path, should_stop: Any = None, on_stream: Any = None,
-                 **legacy: Any) -> RunRecord:  # fmt: skip
+    def generate(self, req: GenerateRequest) -> RunRecord:
         """Run one request; publish its .mp4, .run.json and .files/ together at the end,
         after the video is verified; return the record. ``req.hooks.should_stop`` cancels
         the job between stages and at the replicas' next 8-frame tick: `pool.Cancelled` is
         raised, nothing is published, the replicas stay warm."""
-        if not isinstance(req, GenerateRequest):  # TODO(#24): callers still passing keywords
-            req = self.request(req, hooks=Hooks(should_stop, on_stream), **legacy)
         origin = req.origin or (process_start_ts(), "process start")
         with staging(req.outputs, keep_stream=req.keep_live_stream) as st:
             timer = StageTimer()

@@ -10,12 +10,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lipbench.errors import LipbenchError
 from lipbench.ffmpeg import ffmpeg_exe
-from lipbench.jobs import UNTRAINED_LABEL, UNTRAINED_NOTE, output_names, resolve_job
+from lipbench.jobs import UNTRAINED_LABEL, UNTRAINED_NOTE, resolve_job
+from lipbench.outputs import output_names
 from lipbench.record import (
     ModelLoad,
     Outputs,
@@ -27,6 +29,7 @@ from lipbench.record import (
     TTSInfo,
     WeightsRow,
 )
+from lipbench.request import Hooks
 
 TINY_MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
 BASE = "http://127.0.0.1:3000"  # an allowed Host for in-process clients
@@ -112,10 +115,19 @@ def write_playlist(stream_dir: Path, uris: list[str], ended: bool) -> Path:
 STREAM_URIS = ["chunk_000/seg_00000.ts", "chunk_001/seg_00000.ts"]
 
 
+@dataclass
+class FakeRequest:
+    """What ``FakeWorkbench.request`` builds: the keyword arguments as given."""
+
+    out: Any
+    kw: dict[str, Any]
+    hooks: Hooks
+
+
 class FakeWorkbench:
     """Quacks like pipeline.Workbench: writes the files a job publishes (the WAV holds the
     text, or a copy of the audio it was given). ``gate`` (when cleared) holds every job;
-    ``error`` makes jobs raise."""
+    ``error`` makes jobs raise. Not cancellable: it has no ``cancels_jobs``."""
 
     def __init__(self, cfg: dict[str, Any], gated: bool = False):
         self.cfg = cfg
@@ -138,7 +150,19 @@ class FakeWorkbench:
     def _hold(self, kw: dict[str, Any], gate: threading.Event | None = None) -> None:
         assert (gate or self.gate).wait(30), "test gate never released"
 
-    def generate(
+    def request(self, out: Any, *, hooks: Hooks | None = None, **kw: Any) -> FakeRequest:
+        return FakeRequest(out, kw, hooks or Hooks())
+
+    def generate(self, req: FakeRequest) -> RunRecord:
+        kw = dict(req.kw)
+        text, audio = kw.pop("text", None), kw.pop("audio", None)
+        if req.hooks.should_stop is not None:
+            kw["should_stop"] = req.hooks.should_stop
+        if req.hooks.on_stream is not None:
+            kw["on_stream"] = req.hooks.on_stream
+        return self._generate(req.out, text, audio, **kw)
+
+    def _generate(
         self, out: Any, text: str | None = None, audio: Any = None, **kw: Any
     ) -> RunRecord:
         names = output_names(out)
@@ -198,12 +222,14 @@ class FakeWorkbench:
 
 
 class CancellableWorkbench(FakeWorkbench):
-    """Has the hook: ``generate(should_stop=…)`` stops at the next 'batch' once it is true."""
+    """Has the hook: ``Hooks.should_stop`` stops it at the next 'batch' once it is true."""
 
-    def generate(self, out: Any, text: str | None = None, audio: Any = None,
-                 should_stop: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
+    cancels_jobs = True
+
+    def _generate(self, out: Any, text: str | None = None, audio: Any = None,
+                  should_stop: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
         self.cancel_seen = should_stop
-        return super().generate(out, text, audio, should_stop=should_stop, **kw)
+        return super()._generate(out, text, audio, should_stop=should_stop, **kw)
 
     def _hold(self, kw: dict[str, Any], gate: threading.Event | None = None) -> None:
         deadline = time.monotonic() + 30
@@ -239,8 +265,8 @@ class LeasingWorkbench(FakeWorkbench):
         self.tts_gate = threading.Event()
         self.in_tts: list[str | None] = []
 
-    def generate(self, out: Any, text: str | None = None, audio: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
+    def _generate(self, out: Any, text: str | None = None, audio: Any = None, **kw: Any) -> RunRecord:  # fmt: skip
         self.in_tts.append(text)
         assert self.tts_gate.wait(30), "test TTS gate never released"
         with self.pools.lease(("gan",), 1, text):
-            return super().generate(out, text, audio, **kw)
+            return super()._generate(out, text, audio, **kw)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..keyframes import Keyframes
 from ..measured_cost import MeasuredCost
+from ..schedule import busiest_frames
 from .grid import Comparison, RunConfig
 from .stats import Interval
 
@@ -208,9 +209,9 @@ def explain(report: CostReport | None, results: list[dict[str, Any]], cpu: str, 
 
 
 def _busiest_share(r: dict[str, Any]) -> float:
-    """Share of the frames on the busiest replica (chunk k → replica k % replicas)."""
+    """Share of the frames on the busiest replica (chunks placed by ``schedule``)."""
     frames, k = r["chunk_frames"], r.get("replicas") or len(r["chunk_frames"])
-    return max(sum(frames[i::k]) for i in range(k)) / max(1, sum(frames))
+    return busiest_frames(frames, k) / max(1, sum(frames))
 
 
 def verdict(results: list[dict[str, Any]]) -> str:

@@ -3,7 +3,7 @@ the run record's numbers.
 
 A client that leaves while its job **waits** gives its place up (the job never starts). One
 that leaves while its job **runs** gets the job cancelled: the queue sets the job's cancel
-flag, which the workbench checks at each batch boundary (``Workbench.generate(should_stop=…)``),
+flag, which the workbench checks between stages and at each batch boundary (``Hooks.should_stop``),
 so the slot frees within one batch and the replicas stay warm; the job's folder is removed.
 A workbench without that parameter finishes the job first (its slot stays taken until
 then, so replicas are never shared) and the output is discarded all the same. A job that has
@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import InputError, LipbenchError
 from ..record import RunRecord
+from ..request import Hooks
 from .errors import error_response, lipbench_response, on_unexpected, queue_full_response
 from .phase import JobPhase
 from .queue import QueueFull
@@ -58,7 +59,7 @@ def prepare_job(state: ServerState, strategy: str, body: Any, received_ts: float
                 job_id: str | None = None, **extra: Any) -> PreparedJob:  # fmt: skip
     """The workbench call for a validated request body. ``received_ts`` (epoch seconds, when
     the request arrived) is the origin of the record's latency timings, so they count from
-    the click, queue wait included; ``extra`` goes to ``Workbench.generate`` (streaming).
+    the click, queue wait included; ``extra`` goes into the job's request (streaming).
     Raises ``InputError`` for an unknown ``audio_id``."""
     job_id = job_id or secrets.token_hex(16)
     names = state.store.names(job_id)
@@ -67,14 +68,16 @@ def prepare_job(state: ServerState, strategy: str, body: Any, received_ts: float
     if body.audio_id is not None:
         source = {"audio": state.store.pin(body.audio_id)}
     release = _once(lambda: state.store.unpin(body.audio_id) if body.audio_id else None)
-    kwargs: dict[str, Any] = dict(source, strategy=strategy, chunks=getattr(body, "chunks", None),
-                                  progress=False, origin=(received_ts, "request"), **extra)  # fmt: skip
-    if state.cancellable:
-        kwargs["should_stop"] = cancel.is_set
+    hooks = Hooks(should_stop=cancel.is_set if state.cancellable else None,
+                  on_stream=extra.pop("on_stream", None))  # fmt: skip
 
     def work() -> RunRecord:
         try:
-            return state.wb.generate(names.video, **kwargs)
+            # built here, in the job: a problem with it is this job's error, like a render's
+            req = state.wb.request(names.video, **source, strategy=strategy,
+                                   chunks=getattr(body, "chunks", None), progress=False,
+                                   origin=(received_ts, "request"), hooks=hooks, **extra)  # fmt: skip
+            return state.wb.generate(req)
         finally:
             release()  # the earlier job's WAV may be removed by the policy from now on
 

@@ -3,7 +3,6 @@ start-up that warms them and the shutdown that stops every replica."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 import time
@@ -50,8 +49,9 @@ class ServerState:
 
     @property
     def cancellable(self) -> bool:
-        """Whether the workbench can stop a running job at a batch boundary (``should_stop=``)."""
-        return "should_stop" in inspect.signature(self.wb.generate).parameters
+        """Whether the workbench can stop a running job between stages and at a batch boundary
+        (``request.Hooks.should_stop``)."""
+        return bool(getattr(self.wb, "cancels_jobs", False))
 
     def models(self, strategy: str) -> list[str]:
         return list(self.wb.job(strategy).models)
@@ -80,8 +80,8 @@ class ServerState:
         chunks = len(self.models(strategy)) if strategy == "parallel" else None
         t0 = time.perf_counter()
         try:
-            self.wb.generate(out, text=WARMUP_TEXT, lang="en", strategy=strategy,
-                             chunks=chunks, progress=False)  # fmt: skip
+            self.wb.generate(self.wb.request(out, text=WARMUP_TEXT, lang="en", strategy=strategy,
+                                             chunks=chunks, progress=False))  # fmt: skip
             log.info("warm-up %s job: %.1f s", strategy, time.perf_counter() - t0)
         except LipbenchError as exc:  # requests will report the same problem clearly
             log.warning("warm-up %s job failed: %s", strategy, exc)

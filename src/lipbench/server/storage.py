@@ -31,7 +31,7 @@ from typing import Any
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
-from ..jobs import OutputNames, output_names
+from ..outputs import OutputNames, output_names
 from .schemas import JOB_ID
 
 log = logging.getLogger("lipbench.server")

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..outputs import PLAYLIST
 from ..stream.segments import SEGMENT_URI
 from .storage import read_plain
 
-PLAYLIST = "index.m3u8"
-STREAM_FILE = re.compile(rf"index\.m3u8|{SEGMENT_URI}", re.ASCII)
+STREAM_FILE = re.compile(rf"{re.escape(PLAYLIST)}|{SEGMENT_URI}", re.ASCII)
 MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
 IDLE_CANCEL_S = 30.0  # a queued or running job nobody asks about for this long is cancelled
 ACTIVE = ("queued", "running")

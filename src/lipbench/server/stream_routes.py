@@ -16,13 +16,14 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..outputs import PLAYLIST
 from ..record import RunRecord
 from .errors import HTTPProblem
 from .runner import response_from_record
 from .schemas import JOB_ID, StreamStarted, StreamStatus, error_docs
 from .state import ServerState
 from .storage import plain_file, read_plain
-from .stream_jobs import MEDIA_TYPES, PLAYLIST, STREAM_FILE, StreamJob, read_stream_file
+from .stream_jobs import MEDIA_TYPES, STREAM_FILE, StreamJob, read_stream_file
 from .stream_runner import cancel_stream, start_stream
 
 log = logging.getLogger("lipbench.server")
@@ -126,7 +127,7 @@ def add_stream_routes(app: FastAPI, state: ServerState, requests: dict[str, type
         job = state.streams.get(job_id)
         if job is None and state.store.get(job_id) is None:
             raise HTTPProblem(404, f"no stream with id {job_id}", NO_STREAM_FIX)
-        published = state.store.names(job_id).side / "stream"
+        published = state.store.names(job_id).stream
         dirs: list[Path] = [published]
         if job is not None:
             job.touch()
@@ -189,13 +190,13 @@ def stored_status(state: ServerState, job_id: str) -> dict[str, Any] | None:
     if stored is None:
         return None
     base, names = state.store.folder(job_id), state.store.names(job_id)
-    if not plain_file(base, names.side / "stream" / PLAYLIST):
+    if not plain_file(base, names.playlist):
         return None  # a plain job: no stream
     text = read_plain(base, names.record)
     if text is None:
         return None
     job = StreamJob(job_id, stored.strategy, stored.created, time.monotonic(), state="done",
-                    live_dir=names.side / "stream")  # fmt: skip
+                    live_dir=names.stream)  # fmt: skip
     try:
         rec = RunRecord.from_dict(json.loads(text))
         job.result = response_from_record(stored, rec, rec.timings.total)

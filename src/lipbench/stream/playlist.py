@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import MediaError
+from ..outputs import PLAYLIST
 from ..video import EncoderSettings
 from .segments import (
     DONE,
@@ -23,7 +24,6 @@ from .segments import (
     read_segment_list,
 )
 
-PLAYLIST = "index.m3u8"
 POLL_S = 0.05
 
 
