@@ -312,6 +312,7 @@ class Renderer:
                 else self._faces(job, frames, windows, pics)
             )
             yield frames, faces, pics
+            del pics  # the paster lets them go one by one: hold no batch here meanwhile
 
     def render(
         self, job: JobInputs, start: int, end: int, keyframes: Collection[int] = ()
@@ -334,11 +335,13 @@ class Renderer:
             for frames, faces, pics in batches:
                 if pics is None:
                     pics = [job.frame(int(i)) for i in frames]
-                for i, face, pic in zip(frames, faces, pics, strict=True):
+                for j, (i, face) in enumerate(zip(frames, faces, strict=True)):
+                    pic, pics[j] = pics[j], None  # a video frame is let go once pasted
                     b = job.boxes
                     frame = paste_face(
                         pic, b.box(int(i)), face, alpha=b.alpha(int(i)), blend=job.blend
                     )
+                    del pic
                     if job.label:
                         frame = stamp_label(frame, job.label)
                     yield frame
