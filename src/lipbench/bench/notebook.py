@@ -156,7 +156,7 @@ def replica_table(run: dict[str, Any]) -> pd.DataFrame:
         sampled = usage.loc[usage["replica"] == name, "rss_mb"]
         gpu = [c["gpu_max_mem_mb"] for c in rec["chunks"] if c["replica"] == r["replica"] and c.get("gpu_max_mem_mb")]  # fmt: skip
         rows.append({
-            "run": run["run_id"], "replica": name, "threads": r["threads"], "device": r["device"],
+            "run": run["run_id"], "replica": name, "threads": r["render"]["threads"], "device": r["device"],
             "mean system CPU %": rec["cpu"].get("cpu_percent_mean"),
             "peak RSS in this run (sampled, MiB)": float(sampled.max()) if len(sampled) else None,
             "lifetime peak RSS (VmHWM, MiB)": r.get("peak_rss_mb"),
