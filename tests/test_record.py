@@ -78,6 +78,9 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
     assert a["weights"] == b["weights"]
     assert (a["label"], a["threads_per_replica"]) == (b["label"], b["threads_per_replica"])
     assert b["snakemake_benchmarks"] == {"tts": 0.5} and b["timings"]["tts"] == 0.5
+    # the face section: the same on both paths (settings as used, nothing faceless here)
+    assert a["face"] == b["face"] and a["face"]["frames"] == a["frames"]
+    assert a["face"]["frames_without_face"] == 0 and a["face"]["settings"]["blend"] == "feather"
     up = a["timings"]["startup"]
     assert up["inputs_s"] >= 0 and up["model_s"] >= 0 and up["first_batch_s"] > 0
     # what is on disk reads back into the same typed record

@@ -25,7 +25,7 @@ from .inputs import build_inputs
 from .jobs import job_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
 from .plan import Plan
-from .record import ChunkRow, RenderChoice, ReplicaRow, StageTimer, WeightsRow
+from .record import ChunkRow, FaceInfo, RenderChoice, ReplicaRow, StageTimer, WeightsRow, face_info
 from .stream.segments import SegmentWriter, StreamTarget
 from .video import EncoderSettings, FrameWriter
 
@@ -220,6 +220,7 @@ def render_plan_chunk(
         "detect_s": timer.stages.get("detect", 0.0),
         "mel_s": timer.stages["mel"],
         "label": job.label,
+        "face": face_info(settings.face.to_dict(), job.boxes.faceless_summary()).to_dict(),
         "process_start_ts": process_start_ts(),
         "render_options": dataclasses.asdict(spec.render_options),
         "usage": {"t0": usage_t0, **usage.summary()},
@@ -282,6 +283,7 @@ class ChunkSidecar:
     detect_s: float
     mel_s: float
     label: str | None
+    face: FaceInfo | None
     process_start_ts: float
     render_options: dict[str, Any]
     usage: dict[str, Any]
@@ -298,6 +300,7 @@ def load_sidecar(video: str | Path) -> ChunkSidecar:
         detect_s=data["detect_s"],
         mel_s=data.get("mel_s", 0.0),
         label=data.get("label"),
+        face=FaceInfo.from_dict(data["face"]) if data.get("face") else None,
         process_start_ts=data["process_start_ts"],
         render_options=data["render_options"],
         usage=data["usage"],

@@ -38,6 +38,8 @@ def _cfg(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "fps", None) is not None:
         positive(args.fps, "--fps", upper=120)
         overrides["fps"] = args.fps
+    if getattr(args, "bench_avatar", None):  # the bench renders every run on this avatar
+        overrides["face"] = {"avatar": args.bench_avatar}
     for flag in ("chunks", "threads"):
         positive(getattr(args, flag, None), f"--{flag}", upper=1024)
     if args.config_json:
@@ -423,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
     s.add_argument("--no-stream", action="store_true",
                    help="timed runs do not stream (their first playable frame = their total time)")  # fmt: skip
+    s.add_argument("--avatar", dest="bench_avatar", metavar="AVATAR",
+                   help="image or video every run renders on (default: the config's face.avatar)")  # fmt: skip
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("serve", help="web API + /parallel_test page")

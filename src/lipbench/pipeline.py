@@ -45,6 +45,7 @@ from .record import (
     Timings,
     TTSInfo,
     build_record,
+    face_info,
 )
 from .replica import Cancelled
 from .request import GenerateRequest, Settings
@@ -215,6 +216,7 @@ def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNa
         one_chunk_on_full_replica=req.job.one_chunk_on_full_replica(plan.n_chunks),
         process_start_ts=origin[0],
         latency=latency(origin, done.publisher, time.time(), final.playlist),
+        face=face_info(s.face.to_dict(), prep.inputs.boxes.faceless_summary()),
     )
 
 

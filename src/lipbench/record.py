@@ -233,6 +233,23 @@ class StreamInfo(_Typed):
 
 
 @dataclass
+class FaceInfo(_Typed):
+    """The avatar's face in this run: how it was found, followed and pasted, and the output
+    frames left without a mouth patch because the tracked face was absent."""
+
+    # the face section as used: detector, select, loop, pads, and blend — "feather" (the
+    # default) mixes the generated face in through a soft border, so pixels near the box
+    # border differ from the reference's hard rectangle ("box")
+    settings: dict[str, Any]
+    detector: str
+    frames: int  # output frames
+    frames_without_face: int  # written unchanged
+    ranges_without_face: list[list[int]]  # [start, end) output frames
+    frames_faded: int  # the patch fading in or out at a gap's edges
+    avatar_frames_used: int
+
+
+@dataclass
 class TTSInfo(_Typed):
     engine: str
     lang: str
@@ -274,7 +291,9 @@ class RunRecord(_Typed):
     created: str
     placements: list[Placement] | None = None  # workflow runs: each chunk job's queue wait etc.
     stream: StreamInfo | None = None  # streamed runs (generate --stream, the page's Stream mode)
+    face: FaceInfo | None = None
     _nested = {
+        "face": FaceInfo,
         "weights": WeightsRow,
         "timings": Timings,
         "chunks": ChunkRow,
@@ -289,6 +308,12 @@ class RunRecord(_Typed):
     def write(self, path: str | Path) -> Path:
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=_default)
         return write_text_atomic(path, text + "\n")
+
+
+def face_info(settings: dict[str, Any], summary: dict[str, Any]) -> FaceInfo:
+    """``settings``: ``FaceSettings.to_dict()``; ``summary``: ``FaceBoxes.faceless_summary()``
+    of the whole job."""
+    return FaceInfo(settings=settings, **summary)
 
 
 def read_record(path: str | Path) -> RunRecord:
@@ -314,6 +339,7 @@ def build_record(
     one_chunk_on_full_replica: bool,
     process_start_ts: float,
     latency: Any = None,  # stream.run.Latency (pool path); None on the workflow path
+    face: FaceInfo | None = None,
     snakemake_benchmarks: dict[str, float] | None = None,
     placements: list[Placement] | None = None,
 ) -> RunRecord:
@@ -374,6 +400,7 @@ def build_record(
         snakemake_benchmarks=snakemake_benchmarks or {},
         placements=placements,
         stream=None if latency is None else latency.stream,
+        face=face,
         machine=machine(),
         versions=versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -197,4 +197,5 @@ def _record(settings: Any, plan: Plan, plan_path: str | Path, audio: str | Path,
         process_start_ts=min(cars, key=lambda c: c.row.chunk).process_start_ts,
         snakemake_benchmarks=bench,
         placements=placed if placed and all(placed) else None,  # type: ignore[arg-type]
+        face=cars[0].face,  # every chunk job tracked the same face over the whole job
     )
