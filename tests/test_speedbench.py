@@ -138,6 +138,9 @@ def test_every_end_to_end_row_has_its_prediction_and_a_null_row_exists(suite):
     assert (e2e.predicted_fps > 0).all() and (e2e.cpu_ms_prep > 0).all()
     expect = 100 * e2e.fps / e2e.predicted_fps  # both rounded in the csv: a relative margin
     assert ((e2e.pct_predicted - expect).abs() < 0.1 + 0.002 * expect).all()
+    window = e2e.frames / (e2e.render_s + e2e.encode_wait_s)  # render + encode, no fixed costs
+    assert ((e2e.frames_window_fps - window).abs() < 0.01 + 0.002 * window).all()
+    assert (e2e.frames_window_fps >= e2e.fps * 0.999).all()
     null = e2e.loc["null network (pipeline ceiling)"]
     assert pd.isna(null.cpu_ms_network) and null.predicted_bound in {
         "cores",

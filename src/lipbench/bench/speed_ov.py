@@ -78,9 +78,11 @@ def _rate(net: OpenVINONetwork, v: OVVariant, path: str, seconds: float) -> tupl
     t0, c0 = time.perf_counter(), cpu_s()
 
     def work(i: int) -> None:
-        while time.perf_counter() - t0 < seconds:
+        while True:  # at least one batch each, however late the thread starts
             step(reqs[i])
             counts[i] += v.batch
+            if time.perf_counter() - t0 >= seconds:
+                return
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(v.workers)]
     for t in threads:
