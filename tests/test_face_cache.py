@@ -137,3 +137,15 @@ def test_corrupt_cache_is_ignored_and_rewritten(
     assert not again.from_cache
     np.testing.assert_array_equal(again.boxes, good.boxes)
     assert list(json.loads(path.read_text())["frames"]) == ["0"]
+
+
+def test_the_configs_auto_cache_is_the_user_cache_never_a_folder_named_auto(tmp_path, monkeypatch):
+    """face.cache_dir: auto (the default) passed on as the config spells it lands in the
+    user cache; nothing is written under the current directory."""
+    from lipbench import face
+
+    monkeypatch.setenv("LIPBENCH_CACHE", str(tmp_path / "user-cache"))
+    monkeypatch.chdir(tmp_path)
+    face.detect_faces(face.load_avatar("default"), "haar", cache_dir="auto")
+    assert not (tmp_path / "auto").exists()
+    assert list((tmp_path / "user-cache" / "faces").glob("*.json"))

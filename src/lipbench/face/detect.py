@@ -22,6 +22,7 @@ from lipbench.face.boxes import (
 )
 from lipbench.face.cache import ROW, cache_path, detection_cache_key, read_cache, write_cache
 from lipbench.face.haar import haar_faces
+from lipbench.face.settings import resolve_cache_dir
 from lipbench.face.timeline import Timeline
 from lipbench.face.track import track_face
 
@@ -122,7 +123,8 @@ def detect_faces(
         timeline = Timeline(len(avatar), avatar.fps, float(fps or avatar.fps), loop)
     n = len(avatar) if n_out is None else max(1, int(n_out))
     used = timeline.used(n)
-    dets, from_cache = _detections(avatar, name, used, cache_dir)
+    # "auto" / "none" as the config spells them, never a folder named "auto" here
+    dets, from_cache = _detections(avatar, name, used, resolve_cache_dir(cache_dir))
 
     def where(j: int) -> str:
         return avatar.source if avatar.is_static else f"frame {int(used[j])} of {avatar.source}"
