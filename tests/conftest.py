@@ -25,14 +25,18 @@ def _offline_env():
 
 @pytest.fixture(autouse=True, scope="session")
 def _generator_cache():
-    """Seeded generators are cached on disk (~145 MB per seed): keep the suite's out of the
-    user's cache. One folder for the session, shared with the CLI and replica processes the
-    tests start (they inherit the variable); removed at the end."""
+    """Seeded generators (~145 MB per seed) and saved OpenVINO networks are cached on disk:
+    keep the suite's out of the user's cache. One folder each for the session, shared with
+    the CLI and replica processes the tests start (they inherit the variables); removed at
+    the end."""
     folder = tempfile.mkdtemp(prefix="lipbench-generators-")
+    networks = tempfile.mkdtemp(prefix="lipbench-ov-networks-")  # ~140 MB per checkpoint
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIPBENCH_GENERATOR_CACHE", folder)
+        mp.setenv("LIPBENCH_OV_CACHE", networks)
         yield
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(networks, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

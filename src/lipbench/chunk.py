@@ -81,18 +81,37 @@ class LoadedRenderer:
 
 
 def load_renderer(spec: ReplicaSpec) -> LoadedRenderer:
-    """Set torch's threads, load the checkpoint (or its seeded fallback), build a Renderer."""
+    """Build a Renderer for ``spec``: from the saved OpenVINO network when one exists for
+    this checkpoint and request (``backends.ov_cache``: torch is never imported), else by
+    loading the checkpoint (or its seeded fallback) with torch — and then saving the
+    network for the next start when it is OpenVINO."""
+    from .backends import ov_cache
+    from .render import Renderer
+    from .weights import weights_identity
+
+    t0 = time.perf_counter()
+    info, weights_id = weights_identity(
+        spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed
+    )
+    key = ov_cache.NetworkKey.for_request(
+        weights_id, spec.render_options, spec.threads, spec.device
+    )
+    cached = ov_cache.load_cached(key) if spec.device == "cpu" else None
+    if cached is not None:
+        renderer = Renderer(None, spec.device, spec.render_options, cached=cached)
+        return LoadedRenderer(renderer, WeightsRow(**info.to_dict()), time.perf_counter() - t0)
+
     import torch
 
-    from .render import Renderer
     from .weights import load_generator
 
     torch.set_num_threads(spec.threads)
-    t0 = time.perf_counter()
     model, info = load_generator(
         spec.model, spec.weights_dir, spec.weights_files, seed=spec.seed, device=spec.device
     )
     renderer = Renderer(model, spec.device, dataclasses.replace(spec.render_options))
+    if spec.device == "cpu":  # the next start loads this network without torch
+        ov_cache.remember(key, renderer, model, weights=info.to_dict())
     del model  # the renderer holds its own (BN-folded) copy; don't keep two in memory
     return LoadedRenderer(renderer, WeightsRow(**info.to_dict()), time.perf_counter() - t0)
 

@@ -109,10 +109,25 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _may_have_cuda() -> bool:
+    """False when torch certainly sees no GPU: a CPU-only torch build (version ``+cpu``) or
+    no NVIDIA driver on the machine (no /proc/driver/nvidia, no /dev/nvidiactl)."""
+    from importlib import metadata
+
+    try:
+        if metadata.version("torch").endswith("+cpu"):
+            return False
+    except metadata.PackageNotFoundError:
+        return False
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+
+
 def resolve_device(asked: str | dict[str, Any]) -> str:
     """'auto' → 'cuda' when torch sees a GPU, else 'cpu' (``asked``: the device, or a config)."""
     device = asked if isinstance(asked, str) else asked.get("device", "auto")
     if device == "auto":
+        if not _may_have_cuda():  # decided without importing torch (≈ 1.2 s, ≈ 300 MB)
+            return "cpu"
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"

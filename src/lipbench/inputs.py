@@ -3,9 +3,7 @@ with its tracked face (detected once on the frames the audio uses, cached on dis
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,43 +14,18 @@ from .record import StageTimer
 from .render import JobInputs
 
 
-def face_settings(face: FaceSettings | dict[str, Any]) -> FaceSettings:
-    """A FaceSettings from itself or from a config's ``face`` section (unknown keys are
-    the schema's business, not ours: only FaceSettings' fields are taken)."""
-    if isinstance(face, FaceSettings):
-        return face
-    names = {f.name for f in fields(FaceSettings)}
-    return FaceSettings(**{k: v for k, v in face.items() if k in names})
-
-
 def build_inputs(
-    face: FaceSettings | dict[str, Any],
-    fps: float | Path,
-    wav: Path | str | None,
+    face: FaceSettings,
+    fps: float,
+    wav: Path | str,
     avatar: str | None,
-    timer: StageTimer | str,
-    job_id: str | None = None,
+    timer: StageTimer,
+    job_id: str,
 ) -> tuple[JobInputs, np.ndarray]:
     """Full-file mel (computed once) and the avatar's tracked face for the frames the audio
     uses (detections cached on disk); also the samples, for the planner. Stages timed:
-    ``detect`` (loading the avatar, detection, tracking) and ``mel``.
-
-    ``build_inputs(face: FaceSettings, fps, wav, avatar, timer, job_id)``. The old form
-    ``build_inputs(cfg, wav, avatar, timer, job_id)`` (a whole config dict first) still works
-    while its callers move over."""
-    if isinstance(face, dict) and "face" in face:  # old form: (cfg, wav, avatar, timer, job_id)
-        cfg = face
-        return build_inputs(
-            face_settings(cfg["face"]),
-            float(cfg["fps"]),
-            fps,
-            wav,
-            avatar,
-            str(timer),  # type: ignore[arg-type]
-        )
-    settings = face_settings(face)
-    assert isinstance(timer, StageTimer) and wav is not None and job_id is not None
-    fps = float(fps)  # type: ignore[arg-type]
+    ``detect`` (loading the avatar, detection, tracking) and ``mel``."""
+    settings = face
     with timer.stage("detect"):  # a bad avatar file fails before any audio work
         av = load_avatar(avatar or settings.avatar, max_side=settings.max_side)
     with timer.stage("mel"):

@@ -17,15 +17,17 @@ import queue
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from . import backends
 from .face import Avatar, FaceBoxes, crop_face, face_input, paste_face
-from .model import Wav2Lip
+
+if TYPE_CHECKING:
+    from .backends.ov_cache import CachedNetwork
+    from .model import Wav2Lip
 
 log = logging.getLogger("lipbench.render")
 
@@ -154,21 +156,6 @@ class RenderOptions:
             overlap=False,
         )
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> RenderOptions:
-        r = cfg["render"]
-        return cls(
-            batch_size=r["batch_size"],
-            backend=r["backend"],
-            precision=r["precision"],
-            pin_threads=r["pin_threads"],
-            channels_last=r["channels_last"],
-            fold_batchnorm=r["fold_batchnorm"],
-            static_face_features=r["static_face_features"],
-            reuse_identical_mels=r["reuse_identical_mels"],
-            overlap=r["overlap"],
-        )
-
 
 def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:
     """White text on a black box in the TOP-left corner: a browser player's controls cover
@@ -200,16 +187,46 @@ class Renderer:
     fidelity vs plain fp32 on this checkpoint is measured once (cached) and kept in
     ``self.fidelity`` for the run record (``lipbench.backends.describe``)."""
 
-    def __init__(self, model: Wav2Lip, device: str = "cpu", options: RenderOptions | None = None):
+    def __init__(
+        self,
+        model: Wav2Lip | None,
+        device: str = "cpu",
+        options: RenderOptions | None = None,
+        *,
+        cached: CachedNetwork | None = None,
+    ):
+        """``cached``: a network from ``backends.ov_cache.load_cached`` (``model`` None, torch
+        never imported): backend, precision and batch size as the run that saved it
+        resolved them, with its measured fidelity and calibration."""
+        self.options = dataclasses.replace(options or RenderOptions())  # don't mutate the caller's
+        self.calibration: dict[str, Any] | None = None
+        if cached is not None:
+            o = self.options
+            o.backend, o.precision = cached.backend, cached.precision
+            o.batch_size = cached.batch_size
+            self.device = "cpu"
+            self.calibration = cached.calibration
+            self.network: backends.Network = cached.network
+            self.fidelity: dict[str, Any] = cached.fidelity
+        else:
+            assert model is not None, "a Renderer needs a model or a cached network"
+            self._build(model, device)
+        self._face_cache: tuple[object, Any] | None = None
+        self._mel_cache: dict[bytes, np.ndarray] = {}
+
+    def _build(self, model: Wav2Lip, device: str) -> None:
+        """The torch path: calibrate what is ``auto``, build the network, measure its
+        fidelity (cached)."""
+        import torch
+
         from . import tuning
 
-        self.options = dataclasses.replace(options or RenderOptions())  # don't mutate the caller's
-        self.device = torch.device(device)
-        dev = str(self.device)
+        self.device = str(torch.device(device))
+        dev = self.device
         model = model.eval().to(self.device)
         threads = torch.get_num_threads()
         o = self.options
-        self.calibration: dict[str, Any] | None = None
+        self.calibration = None
         network = None
         if "auto" in (o.backend, o.precision, o.batch_size):
             self.calibration, network = tuning.calibrate(model, dev, threads, o)
@@ -222,14 +239,12 @@ class Renderer:
                 channels_last=o.channels_last, fold_batchnorm=o.fold_batchnorm,
                 pin_threads=o.pin_threads,
             )  # fmt: skip
-        self.network: backends.Network = network
-        self.fidelity: dict[str, Any] = (
+        self.network = network
+        self.fidelity = (
             self.calibration["fidelity"]
             if self.calibration
             else tuning.fidelity(model, network, dev)
         )
-        self._face_cache: tuple[object, Any] | None = None
-        self._mel_cache: dict[bytes, np.ndarray] = {}
 
     def _static_features(self, job: JobInputs) -> Any:
         key = job.meta.get("key", id(job))  # jobs arrive re-pickled per chunk: key by job id
@@ -312,7 +327,6 @@ class Renderer:
                 else self._faces(job, frames, windows, pics)
             )
             yield frames, faces, pics
-            del pics  # the paster lets them go one by one: hold no batch here meanwhile
 
     def render(
         self, job: JobInputs, start: int, end: int, keyframes: Collection[int] = ()
@@ -335,13 +349,11 @@ class Renderer:
             for frames, faces, pics in batches:
                 if pics is None:
                     pics = [job.frame(int(i)) for i in frames]
-                for j, (i, face) in enumerate(zip(frames, faces, strict=True)):
-                    pic, pics[j] = pics[j], None  # a video frame is let go once pasted
+                for i, face, pic in zip(frames, faces, pics, strict=True):
                     b = job.boxes
                     frame = paste_face(
                         pic, b.box(int(i)), face, alpha=b.alpha(int(i)), blend=job.blend
                     )
-                    del pic
                     if job.label:
                         frame = stamp_label(frame, job.label)
                     yield frame

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import InputError
+from .face.settings import FaceSettings
 from .jobs import Job, JobSettings, resolve_job
 from .outputs import OutputNames, check_destination, output_names, refuse_overwriting_input
 from .video import EncoderSettings
@@ -57,15 +58,6 @@ def _section(cls: type, values: Mapping[str, Any], **extra: Any) -> Any:
     return cls(**{k: v for k, v in values.items() if k in names}, **extra)
 
 
-def face_settings(section: Mapping[str, Any]) -> Any:
-    """The face section, typed (``face.settings.FaceSettings`` where it exists)."""
-    try:
-        from .face.settings import FaceSettings
-    except ImportError:  # older face package: a read-only mapping
-        return MappingProxyType(dict(section))
-    return FaceSettings(**section)
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs from the config, typed and built once."""
@@ -74,7 +66,7 @@ class Settings:
     fps: float
     plan: PlanSettings
     tts: TTSSettings
-    face: Any  # face.settings.FaceSettings
+    face: FaceSettings
     render_section: Mapping[str, Any]  # see ``render_options``
     encoder: EncoderSettings
     audio_bitrate: str
@@ -107,7 +99,7 @@ class Settings:
                 default_text=t["default"],
                 default_lang=t["lang"],
             ),  # fmt: skip
-            face=face_settings(cfg["face"]),
+            face=FaceSettings(**cfg["face"]),
             render_section=MappingProxyType(dict(cfg["render"])),
             encoder=EncoderSettings(
                 fps=float(cfg["fps"]),
@@ -197,7 +189,7 @@ class GenerateRequest:
             tts.validate_text(text, settings.tts.max_chars)
             concrete = tts.resolve_engine(engine or settings.tts.engine, lang)
         final = output_names(out)
-        avatar = avatar or _default_avatar(settings.face)
+        avatar = avatar or settings.face.avatar
         refuse_overwriting_input(final, [audio, avatar])
         check_destination(final)
         if stream:
@@ -209,7 +201,3 @@ class GenerateRequest:
                    avatar=avatar, stream=stream, keep_chunks=keep_chunks, progress=progress,
                    keep_live_stream=keep_live_stream and stream, hooks=hooks or Hooks(),
                    origin=origin, marks=MappingProxyType(dict(marks or {})))  # fmt: skip
-
-
-def _default_avatar(face: Any) -> str:
-    return face["avatar"] if isinstance(face, Mapping) else face.avatar

@@ -53,13 +53,6 @@ class EncoderSettings:
             "-r", f"{self.fps:g}",
         ]  # fmt: skip
 
-    @classmethod
-    def from_config(cls, cfg: dict) -> EncoderSettings:
-        v = cfg["video"]
-        return cls(fps=float(cfg["fps"]), crf=v["crf"], preset=v["preset"], ffmpeg=v["ffmpeg"],
-                   keyframe_s=float(v["keyframe_s"]), first_segment_s=float(v["first_segment_s"]),
-                   tune=v["tune"])  # fmt: skip
-
     def raw_input_args(self, width: int, height: int) -> list[str]:
         """ffmpeg's input options for BGR frames on stdin."""
         return ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",

@@ -160,7 +160,8 @@ def paste_fps(job: Any, faces: np.ndarray, seconds: float = 1.0) -> float:
 
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        frame = paste_face(job.avatar.frame(n), job.boxes.box(n), faces[n % len(faces)])
+        frame = paste_face(job.frame(n), job.boxes.box(n), faces[n % len(faces)],
+                           alpha=job.boxes.alpha(n), blend=job.blend)  # fmt: skip
         if job.label:
             stamp_label(frame, job.label)
         n += 1

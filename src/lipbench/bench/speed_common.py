@@ -61,13 +61,9 @@ def load_average() -> str:
 
 def replica_spec(cfg: dict[str, Any], model: str, threads: int, device: str, options: Any = None) -> Any:  # fmt: skip
     """A ``chunk.ReplicaSpec`` for ``model`` from the config, its render options replaced by
-    ``options`` when given (works with the spec built from a config or from Settings)."""
+    ``options`` when given."""
     from ..chunk import ReplicaSpec
+    from ..request import Settings
 
-    if hasattr(ReplicaSpec, "for_model"):
-        from ..request import Settings
-
-        spec = ReplicaSpec.for_model(Settings.from_config(cfg), model, threads, device)
-    else:  # the config-dict form, before request.Settings
-        spec = ReplicaSpec.from_config(cfg, model, threads, device)
+    spec = ReplicaSpec.for_model(Settings.from_config(cfg), model, threads, device)
     return spec if options is None else dataclasses.replace(spec, render_options=options)

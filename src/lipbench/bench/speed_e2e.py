@@ -17,7 +17,7 @@ import numpy as np
 from ..backends.measure import cpu_s
 from ..chunk import LoadedRenderer, load_renderer
 from ..render import JobInputs, RenderOptions
-from ..video import EncoderSettings
+from ..request import Settings
 from .contamination import watch
 from .speed import encode_fps, encoder_variants, paste_fps
 from .speed_common import Suite, busy, replica_spec
@@ -54,7 +54,7 @@ class NullNetwork:
 
 
 def renderer_for(s: Suite, row: dict[str, Any], batch: int) -> LoadedRenderer:
-    opts = dataclasses.replace(RenderOptions.from_config(s.cfg), backend=row["backend"],
+    opts = dataclasses.replace(Settings.from_config(s.cfg).render_options(), backend=row["backend"],
                                precision=row["precision"], batch_size=batch)  # fmt: skip
     return load_renderer(replica_spec(s.cfg, "gan", s.threads, s.device, opts))
 
@@ -96,7 +96,7 @@ def stages(s: Suite, loaded: LoadedRenderer, job: JobInputs, net_row: dict[str, 
     row = s.add({"kind": "stage", "option": "paste-back", "fps": round(p, 2), "cpu_ms_per_frame": round(1000 / p, 3), "exact": True}, r.value)  # fmt: skip
     s.say(f"  {'paste-back (resize 96² → box, paste' + (', label)' if job.label else ')'):<78} {p:>9.2f} {1000 / p:>13.2f}   others {row['others_pct']} %{busy(row)}")  # fmt: skip
     rates = {"network": net_fps, "paste": p, "paste_cpu_ms": 1000 / p}
-    for label, enc in encoder_variants(EncoderSettings.from_config(s.cfg)):
+    for label, enc in encoder_variants(Settings.from_config(s.cfg).encoder):
         with watch() as r:
             e, cpu_ms = encode_fps(
                 frames, enc, s.opts.out / ".encode_probe.mp4", s.opts.stage_seconds
@@ -193,6 +193,7 @@ def _job_for(s: Suite, wav: Path, loaded: LoadedRenderer) -> JobInputs:
     from ..jobs import frame_label
     from ..record import StageTimer
 
-    job, _ = build_inputs(s.cfg, wav, None, StageTimer(), f"prep#{time.time_ns()}")
+    settings = Settings.from_config(s.cfg)
+    job, _ = build_inputs(settings.face, settings.fps, wav, None, StageTimer(), f"prep#{time.time_ns()}")
     job.label = frame_label(loaded.weights.trained, s.cfg)
     return job

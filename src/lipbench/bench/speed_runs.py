@@ -14,7 +14,8 @@ from ..jobs import frame_label
 from ..pipeline import Workbench
 from ..record import StageTimer
 from ..render import MEL_STEP, JobInputs, mel_window_starts
-from ..video import EncoderSettings, mux_audio
+from ..request import Settings
+from ..video import mux_audio
 from .speech import make_speech
 
 Say = Callable[[str], None]
@@ -34,15 +35,16 @@ def network_frames(renderer: Any, job: JobInputs) -> int:
 def end_to_end(cfg: dict[str, Any], wav: Path, loaded: LoadedRenderer, device: str, out: Path) -> dict[str, Any]:  # fmt: skip
     """WAV → MP4, sequential, in this process: mel, face (cached), render, paste, encode, mux."""
     threads = loaded.renderer.network.threads
-    build_inputs(cfg, wav, None, StageTimer(), "warm")  # fills the face cache: not timed
+    settings = Settings.from_config(cfg)
+    build_inputs(settings.face, settings.fps, wav, None, StageTimer(), "warm")  # fills the face cache: not timed
     t0 = time.perf_counter()
     # a fresh job key: a renderer reused across runs must not serve faces from its per-job cache
-    job, _ = build_inputs(cfg, wav, None, StageTimer(), f"{out}#{time.time_ns()}")
+    job, _ = build_inputs(settings.face, settings.fps, wav, None, StageTimer(), f"{out}#{time.time_ns()}")
     job.label = frame_label(loaded.weights.trained, cfg)
     video_only = out.with_name(out.stem + ".video.mp4")
     identity = dict(chunk=0, model="gan", replica=0, threads=threads, device=device)
-    row, _ = render_chunk(loaded.renderer, job, 0, job.n_frames, video_only, EncoderSettings.from_config(cfg), identity)  # fmt: skip
-    mux_audio(video_only, wav, out, cfg["video"]["ffmpeg"], cfg["video"]["audio_bitrate"])
+    row, _ = render_chunk(loaded.renderer, job, 0, job.n_frames, video_only, settings.encoder, identity)  # fmt: skip
+    mux_audio(video_only, wav, out, settings.ffmpeg, settings.audio_bitrate)
     wall = time.perf_counter() - t0
     video_only.unlink(missing_ok=True)
     return {"frames": job.n_frames, "wall_s": round(wall, 3), "fps": round(job.n_frames / wall, 3),
@@ -58,8 +60,8 @@ def memory_check(cfg: dict[str, Any], out_dir: Path, say: Say, durations=(10.0, 
     say("\nmemory: peak RSS of a fresh sequential replica per clip length")
     for d in durations:
         with Workbench(cfg) as wb:  # a fresh replica per length: its peak is this job's
-            rec = wb.generate(out_dir / f"memory_{d:g}s" / "result.mp4", audio=speech[d].wav,
-                              strategy="sequential", progress=False)  # fmt: skip
+            rec = wb.generate(wb.request(out_dir / f"memory_{d:g}s" / "result.mp4", audio=speech[d].wav,
+                                         strategy="sequential", progress=False))  # fmt: skip
         peak = rec.chunks[0].peak_rss_mb
         rows.append({"kind": "memory", "option": f"sequential replica, {d:g} s", "peak_rss_mb": peak, "frames": rec.frames})  # fmt: skip
         say(f"  {d:>5g} s of audio, {rec.frames:>5} frames: peak RSS {peak:.0f} MB")

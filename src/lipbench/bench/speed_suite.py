@@ -35,6 +35,7 @@ from ..inputs import build_inputs
 from ..jobs import frame_label, model_seed, threads_per_replica
 from ..model import FLOPS_PER_FRAME
 from ..record import StageTimer
+from ..request import Settings
 from ..sysinfo import machine, versions
 from ..tuning import calibrate_batch
 from ..weights import load_generator
@@ -183,7 +184,8 @@ def run_speed_suite(cfg: dict[str, Any], opts: SpeedOptions, say: Say = print) -
     torch_options(s, model, batch, ceils[s.threads])
 
     wav = make_speech([opts.seconds], opts.out / "speed_speech", cfg)[opts.seconds].wav
-    job, _ = build_inputs(cfg, wav, None, StageTimer(), "speed-suite")  # type: ignore[arg-type]
+    settings = Settings.from_config(cfg)
+    job, _ = build_inputs(settings.face, settings.fps, wav, None, StageTimer(), "speed-suite")
     job.label = frame_label(info.trained, cfg)
     static = job.avatar.is_static and cfg["render"]["static_face_features"]
     path = "static" if static else "full"
