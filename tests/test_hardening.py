@@ -212,3 +212,27 @@ def test_messages_say_what_they_measure(tmp_path, config_file):
     if not torch.cuda.is_available():
         line = one_line_error(run_cli("generate", "--device", "cuda", "--out", tmp_path / "x.mp4", config=config_file))  # fmt: skip
         assert "--device cuda" in line and "--device auto" in line
+
+
+def test_a_first_run_measures_the_rest_after_its_video(cfg, monkeypatch, capsys):
+    """A first run on a host takes a quick provisional calibration (its first frame comes
+    within seconds); the CLI measures the rest after publishing, once, and says so."""
+    from types import SimpleNamespace
+
+    from lipbench import cli, tuning
+    from lipbench.request import Settings
+
+    calls = []
+    monkeypatch.setattr(tuning, "refine_replica", lambda spec: calls.append(spec) or {"backend": "openvino", "precision": "fp32", "batch_size": 16})  # fmt: skip
+
+    def record(calibration):
+        render = SimpleNamespace(calibration=calibration, threads=2)
+        return SimpleNamespace(replicas=[SimpleNamespace(model="gan", device="cpu", render=render)])
+
+    settings = Settings.from_config(cfg)
+    cli._refine_after_first_video(settings, record({"provisional": False}))
+    cli._refine_after_first_video(settings, record(None))
+    assert calls == []
+    cli._refine_after_first_video(settings, record({"provisional": True}))
+    assert [(s.model, s.threads) for s in calls] == [("gan", 2)]
+    assert "once per machine" in capsys.readouterr().out

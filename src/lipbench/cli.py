@@ -190,7 +190,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(
             "NOTE: no checkpoint in weights/ — the mouth comes from SEEDED RANDOM (untrained) weights; see weights/README.md"
         )
+    if not args.no_refine:
+        _refine_after_first_video(settings, rec)
     return 0
+
+
+def _refine_after_first_video(settings: Any, rec: Any) -> None:
+    """A first run on this host took a quick provisional choice of backend and batch (so its
+    first frame came within seconds); measure the rest now, after the video is published,
+    once per machine and thread count. Later runs use the measured best."""
+    from .chunk import ReplicaSpec
+    from .tuning import refine_replica
+
+    r = rec.replicas[0]
+    if not (r.render.calibration or {}).get("provisional"):
+        return
+    print("measuring this host's other backends and batch sizes (once per machine, ~20 s; "
+          "--no-refine skips it) …", flush=True)  # fmt: skip
+    entry = refine_replica(ReplicaSpec.for_model(settings, r.model, r.render.threads, r.device))
+    if entry:
+        print(f"calibrated: {entry['backend']} {entry['precision']}, batch {entry['batch_size']} "
+              f"({r.render.threads} thread(s)); later runs use it", flush=True)  # fmt: skip
 
 
 def _calibrated_this_run(rec: Any) -> bool:
@@ -349,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the video; its record and side files are named after it (NAME.run.json, NAME.files/)")  # fmt: skip
     s.add_argument("--keep-chunks", action="store_true", help="keep the chunk videos in NAME.files/chunks/")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--no-refine", action="store_true",
+                   help="after a first run on this host, do not measure the other backends and batch sizes")  # fmt: skip
     s.add_argument("--stream", action="store_true",
                    help="also write ~1 s segments + a growing HLS playlist while rendering; "
                         "prints the playlist's path as soon as the first segment exists")  # fmt: skip
