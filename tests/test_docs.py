@@ -10,7 +10,8 @@ from pathlib import Path
 
 from lipbench import docs_glossary
 
-REPO = Path(__file__).resolve().parents[1]
+# the checkout: the nearest folder above this file with a pyproject.toml (tests/ may nest)
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 PACKAGE = REPO / "src" / "lipbench"
