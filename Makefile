@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # (the braces keep pip's exit status: only grep's "no lines" status is forgiven)
 PIPFILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test lint report bench serve workflow clean gpu-check
+.PHONY: setup demo test test-fast lint report bench serve workflow clean gpu-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,16 @@ setup: $(STAMP)
 demo: setup  ## text → speech → lip-synced MP4 on the built-in avatar (results/demo/)
 	$(BIN)/lipbench generate --out results/demo/result.mp4
 
-test: setup  ## the whole test suite
+test: setup  ## the whole test suite (what CI runs)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
+
+# the suite minus what starts fresh interpreters, renders whole pipelines, drives Slurm or a
+# browser, or runs a real bench (markers in pyproject.toml; tests/conftest.py adds two)
+FAST := not slow and not process and not bench and not slurm and not browser
+test-fast: setup  ## the quick lane: ruff + the tests that run in a few minutes
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests

@@ -15,6 +15,18 @@ from lipbench.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Gather what `make test-fast` leaves out: a test that renders through the warm
+    workbench runs the whole pipeline (``slow``); one that runs the CLI from a config file
+    starts fresh interpreters (``process``)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "workbench" in names:
+            item.add_marker(pytest.mark.slow)
+        if "config_file" in names:
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _offline_env():
     # Everything must work offline; make accidental proxies irrelevant for local servers.

@@ -31,6 +31,7 @@ def planned(cfg, speech_wav, tmp_path_factory):
     return d, plan
 
 
+@pytest.mark.slow
 def test_render_one_chunk_writes_video_and_sidecars(settings, speech_wav, planned):
     d, plan = planned
     out = d / "1.mp4"

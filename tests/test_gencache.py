@@ -79,6 +79,7 @@ def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == level]
 
 
+@pytest.mark.slow
 def test_cached_load_is_bit_identical(fresh: nn.Module, caplog: pytest.LogCaptureFixture) -> None:
     path = cache_file(cache_key(SEED, 4))
     with caplog.at_level(logging.INFO, logger="lipbench.gencache"):
@@ -117,6 +118,7 @@ def _other_seed(p: Path) -> None:  # a valid cache file, but of another key
     [_truncate, _flip_a_weight, _other_seed, lambda p: p.write_bytes(b"")],
     ids=["truncated", "flipped-byte", "other-key", "empty"],
 )
+@pytest.mark.slow
 def test_corrupt_cache_is_rebuilt(
     corrupt: Callable[[Path], None],
     fresh: nn.Module,

@@ -16,6 +16,8 @@ from lipbench.plan import make_plan
 from lipbench.render import JobInputs, Renderer, RenderOptions
 from lipbench.weights import load_generator
 
+pytestmark = pytest.mark.slow  # every test renders through the whole pipeline
+
 
 @pytest.fixture(scope="module")
 def job(cfg, speech_wav) -> JobInputs:

@@ -63,6 +63,7 @@ def both_paths(wb, speech_wav, out: Path, models: list[str], chunks: int):
     return pool_rec, wf_rec, plan
 
 
+@pytest.mark.slow
 def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tmp_path):
     pool_rec, wf_rec, plan = both_paths(workbench, speech_wav, tmp_path, ["gan", "nogan"], 2)
     wf = tmp_path / "wf"
@@ -95,6 +96,7 @@ def test_pool_and_workflow_records_have_the_same_shape(workbench, speech_wav, tm
             assert Path(rec["outputs"][key]).exists(), (rec["engine"], key)
 
 
+@pytest.mark.slow
 def test_the_two_paths_agree_on_label_and_threads(make_config, speech_wav, tmp_path):
     """A trained GAN with an untrained NOGAN: both paths label every frame of a two-chunk
     job; a one-chunk parallel job renders on one replica with every core on both paths."""

@@ -61,6 +61,7 @@ def torch_frames(model, job, static) -> list[np.ndarray]:
     return frames(Renderer(model, "cpu", opts), job)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", backends.BACKENDS)
 def test_chunks_equal_one_pass_within_a_backend(model, job, static, backend, torch_frames):
     # batch 8: the one pass ramps 4, 8, 2; the chunks' batches fall elsewhere

@@ -23,6 +23,8 @@ from helpers import REPO, one_line_error, run_cli, sha256, tree
 from lipbench import audio, video
 from lipbench.plan import make_plan
 
+pytestmark = pytest.mark.process  # every case runs the CLI
+
 ENC = video.EncoderSettings(fps=25.0)
 
 

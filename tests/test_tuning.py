@@ -173,6 +173,7 @@ def test_fingerprint_tells_checkpoints_apart(model):
     assert tuning.fingerprint(model) != tuning.fingerprint(net(1))
 
 
+@pytest.mark.slow
 def test_auto_batch_renderer_matches_fixed_batch(cache, monkeypatch, model):
     """'auto' only picks a batch size: frames equal a fixed batch within one level."""
     from lipbench.face import detect_faces, load_avatar
@@ -195,6 +196,7 @@ def test_auto_batch_renderer_matches_fixed_batch(cache, monkeypatch, model):
     )
 
 
+@pytest.mark.slow
 def test_first_run_is_quick_then_refine_measures_the_rest(cache, monkeypatch, model):
     """Cold cache: the first eligible candidate in expected-speed order (OpenVINO first) at
     batch 16, nothing timed, marked provisional; ``refine`` then times every candidate at

@@ -105,6 +105,7 @@ def test_missing_file_gives_seeded_random_with_warning(
     assert str(tmp_path / "wav2lip_gan.pth") in text
 
 
+@pytest.mark.slow
 def test_seeded_random_is_deterministic_and_not_degenerate(tmp_path: Path) -> None:
     a, _ = load_generator("nogan", weights_dir=tmp_path, seed=1)
     b, _ = load_generator("nogan", weights_dir=tmp_path, seed=1)
@@ -130,6 +131,7 @@ def test_seeded_random_leaves_global_rng_alone() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.process
 def test_seeded_random_identical_across_processes() -> None:
     # a different thread count changes summation order; the weights must not change
     code = (
@@ -150,6 +152,7 @@ def test_seeded_random_identical_across_processes() -> None:
 # --------------------------------------------------------------------------- good files
 
 
+@pytest.mark.slow
 def test_official_format_round_trip(
     official_file: Path, source_model: Wav2Lip, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,7 @@
 stand-in workbench (fast: no rendering): what the page says about a one-chunk parallel job,
 which threads it says the job ran on, what it shows while a stream job waits for its first
 frame, and the two players' size. Screenshot: results/browser/parallel_test_page.png.
-(tests/test_browser.py runs the real server end to end.)"""
+(tests/server/test_browser.py runs the real server end to end.)"""
 
 from __future__ import annotations
 

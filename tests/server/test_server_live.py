@@ -243,7 +243,8 @@ def test_live_two_jobs_at_once_never_share_a_replica(live):
 @pytest.mark.slow
 def test_live_soak(live):
     """30 requests from 4 clients on short texts: each answer a 200 or a 429 with
-    Retry-After; the server's RSS after all of them within 10 % of its RSS after five."""
+    Retry-After; the server's RSS after all of them within 10 % of its RSS after five
+    finished jobs."""
     lock = threading.Lock()
     todo = iter(range(SOAK_REQUESTS))
     answers: list[tuple[int, int, str | None]] = []
@@ -261,7 +262,9 @@ def test_live_soak(live):
                 r = c.post(path, json={"text": SOAK_TEXTS[i % len(SOAK_TEXTS)]})
                 with lock:
                     answers.append((i, r.status_code, r.headers.get("retry-after")))
-                    if len(answers) == 5:
+                    # after five finished jobs (429s answer at once, before any job has
+                    # warmed the server's one-time caches: TTS voices, the face track)
+                    if sum(s == 200 for _, s, _ in answers) == 5 and "after_5" not in rss:
                         rss["after_5"] = live.ps.memory_info().rss
                         _note_children(live)
                 if r.status_code == 429:  # as a polite client does (capped: bounded time)
@@ -279,6 +282,7 @@ def test_live_soak(live):
     assert set(statuses) <= {200, 429}, answers
     assert statuses.count(200) >= SOAK_CLIENTS
     assert all(int(ra) >= 1 for _, s, ra in answers if s == 429)
+    assert "after_5" in rss, f"only {statuses.count(200)} jobs finished"
     growth = rss["end"] / rss["after_5"]
     print(f"soak: {statuses.count(200)}×200, {statuses.count(429)}×429; server RSS "
           f"{rss['after_5'] / 2**20:.0f} → {rss['end'] / 2**20:.0f} MiB ({growth:.3f}×)")  # fmt: skip

@@ -1,5 +1,5 @@
 """Streaming: segments as frames render, the playlist in play order, and a streamed result
-frame-equal to a plain one (the stall arithmetic itself: tests/test_stall.py)."""
+frame-equal to a plain one (the stall arithmetic itself: tests/stream/test_stall.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ import pytest
 
 from lipbench.bench import COLUMNS, PAIR_COLUMNS, STAGES, load_runs, sidecar_paths
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.process  # papermill runs each notebook in a kernel
+
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 FIGURE_TITLES = [
     "Figure 1 · Speed-up vs audio duration",

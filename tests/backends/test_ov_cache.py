@@ -80,6 +80,7 @@ def saved(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
     return cache, weights, np.load(tmp / "built.npy")
 
 
+@pytest.mark.process
 def test_a_cached_network_runs_in_a_fresh_interpreter_without_torch(saved, tmp_path):
     cache, weights, built = saved
     got = _child("load", cache, weights, tmp_path / "cached.npy")
@@ -185,6 +186,7 @@ def _integrated() -> bool:
 
 
 @pytest.mark.skipif(not _integrated(), reason="Renderer(..., cached=...) not integrated yet")
+@pytest.mark.process
 def test_a_warm_load_renderer_never_imports_torch(tmp_path):
     env = _env(tmp_path / "cache")
     outs = []

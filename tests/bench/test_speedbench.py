@@ -20,6 +20,8 @@ from lipbench.backends import has_bf16_hardware
 from lipbench.backends.measure import choices
 from lipbench.errors import InputError
 
+pytestmark = pytest.mark.bench
+
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, make_config):

@@ -33,7 +33,7 @@ import yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "results" / "browser" / "parallel_test.png"
 STREAM_SCREENSHOT = REPO / "results" / "browser" / "parallel_test_stream.png"
 CHROMIUM_ARGS = [

@@ -512,6 +512,7 @@ def _cpu(who: int) -> float:
     return r.ru_utime + r.ru_stime
 
 
+@pytest.mark.bench
 def test_bench_beside_a_cpu_hog_is_not_measurable(bench_cmd):
     cmd, out, results = bench_cmd("hog")
     hog = subprocess.Popen([sys.executable, "-c", HOG])
@@ -532,6 +533,7 @@ def test_bench_beside_a_cpu_hog_is_not_measurable(bench_cmd):
     assert not (results / "bench" / "cost_model.json").exists()  # nothing published
 
 
+@pytest.mark.bench
 def test_bench_on_a_quiet_machine_gives_a_speedup_with_an_interval(bench_cmd):
     cmd, out, results = bench_cmd("quiet")
     busy0, kids0, self0 = _busy_ticks(), _cpu(resource.RUSAGE_CHILDREN), _cpu(resource.RUSAGE_SELF)

@@ -13,6 +13,8 @@ from fixtures.face_clips import code_frame, code_level, read_code, write_video
 
 from lipbench import face
 
+pytestmark = pytest.mark.slow  # clips encoded and decoded at several frame rates
+
 N = 30  # clip frames
 OUT_FPS = 25
 N_OUT = 110  # output frames: more than one pass of every clip (60 fps: 0.5 s of clip)

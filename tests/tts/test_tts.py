@@ -176,6 +176,7 @@ def test_espeak_is_identical_across_languages_and_calls(tmp_path: Path) -> None:
     assert sha256(paths[0]) == sha256(paths[2]) != sha256(paths[1])
 
 
+@pytest.mark.process
 def test_identical_bytes_in_another_process(tmp_path: Path) -> None:
     here = {}
     for engine in ("piper", "espeak"):

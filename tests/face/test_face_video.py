@@ -124,6 +124,7 @@ def test_rotated_phone_video_is_upright(tmp_path: Path) -> None:
     assert rate == 1.0 and err <= 0.12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pan", "zoom", "rotate", "second"])
 def test_haar_tracks_the_face_not_a_passing_false_detection(kind: str, tmp_path: Path) -> None:
     """Haar boxes background now and then, sometimes larger than the face: the tracker keeps

@@ -68,6 +68,7 @@ def test_networks_leave_the_callers_model_alone(model):
     )
 
 
+@pytest.mark.slow
 def test_torch_bf16_is_labelled_inexact_with_fidelity_measured(model):
     small = fidelity.reference(model, n=1)  # bf16 is emulated (very slow) without AMX
     net = backends.build(model, "cpu", "torch", "bf16", threads=2)
@@ -78,6 +79,7 @@ def test_torch_bf16_is_labelled_inexact_with_fidelity_measured(model):
     assert fid["passes_psnr"] == (fid["psnr_db"] >= fidelity.MIN_PSNR_DB)
 
 
+@pytest.mark.slow
 def test_openvino_bf16_runs_the_decoder_only_and_clears_40_db(model):
     """OpenVINO's bf16 keeps the face and audio encoders in fp32 (their rounding cost the
     whole network in bf16 its 40 dB: 39.3 dB on seeded weights) and runs the decoder in bf16."""
@@ -96,6 +98,7 @@ def test_torch_bf16_casts_the_whole_network(model):
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", backends.BACKENDS)
 def test_bf16_frames_do_not_depend_on_batch_or_threads(model, backend):
     """parallel == sequential within bf16: one batch at 2 threads vs smaller batches at 1
