@@ -16,9 +16,6 @@ README = REPO / "README.md"
 DOCS = REPO / "docs"
 PACKAGE = REPO / "src" / "lipbench"
 MAX_README_LINES = 150
-# `make` targets the README names that the Makefile does not have yet (issue 24 item 7 adds
-# test-fast): remove a name from here once the Makefile has it.
-PENDING_TARGETS = {"test-fast"}
 
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 HOST = re.compile(r"\bhost [A-Z]\b|EPYC|Xeon|Intel|AMD")
@@ -182,7 +179,7 @@ def test_make_targets_exist() -> None:
     named = set()
     for doc in doc_files():
         named |= set(re.findall(r"\bmake ([a-z][\w-]*)", doc.read_text(encoding="utf-8")))
-    missing = sorted(named - targets - PENDING_TARGETS)
+    missing = sorted(named - targets)
     assert not missing, f"`make` targets named in the docs but not in the Makefile: {missing}"
 
 
