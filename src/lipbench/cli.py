@@ -18,6 +18,7 @@ from . import tts
 from .config import deep_merge, load_config
 from .errors import LipbenchError
 from .jobs import STRATEGIES, positive, resolve_job
+from .memory import limit_malloc_arenas
 from .outputs import refuse_input_as_output
 
 log = logging.getLogger("lipbench")
@@ -474,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     _MAIN_TS = time.time()
+    limit_malloc_arenas()  # before any thread allocates (see lipbench.memory)
     signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .chunk import load_renderer, render_chunk
 from .errors import LipbenchError
+from .memory import limit_malloc_arenas
 
 # --- parent → replica ---------------------------------------------------------------------
 
@@ -106,6 +107,7 @@ def replica_main(replica_id: int, spec: Any, tasks: Any, results: Any, cancel: A
     if threading.current_thread() is threading.main_thread():  # not when hosted in-process
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
+        limit_malloc_arenas()  # a process of its own: before its threads allocate
         exit_with_parent(parent)
     try:
         loaded = load_renderer(spec)
