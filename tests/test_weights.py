@@ -341,3 +341,18 @@ def test_load_on_cuda(official_file: Path, source_model: Wav2Lip) -> None:
     assert float((out - run(source_model)).abs().max()) < 1e-3
     rnd, _ = load_generator("gan", weights_dir=official_file.parent / "none", device="cuda")
     assert next(rnd.parameters()).device.type == "cuda"
+
+
+def test_a_random_bytes_checkpoint_is_one_line_without_torchs_cut_text(tmp_path: Path) -> None:
+    """A file that is no PyTorch file is said so; torch's own (long) text is not quoted,
+    cut mid-word (it was: '… Re-running `torch.]')."""
+    path = tmp_path / "wav2lip_gan.pth"
+    path.write_bytes(bytes(range(256)) * 16)  # no PyTorch header
+    with pytest.raises(WeightsError) as err:
+        load_generator("gan", tmp_path)
+    text = str(err.value)
+    assert "does not look like a PyTorch file" in text and "[" not in text and "\n" not in text
+    from lipbench.weights import _first_sentence
+
+    assert _first_sentence("Weights only load failed. In PyTorch 2.6, we changed") == "Weights only load failed."
+    assert _first_sentence("word " * 60, limit=22) == "word word word word …"

@@ -200,13 +200,22 @@ def _read_torch_file(path: Path, map_location: str | torch.device) -> Any:
                 "re-save it as torch.save({'state_dict': model.state_dict()}, path), "
                 f"or {_DOWNLOAD_FIX}",
             ) from e
-        if is_torch:
-            hint += " (incomplete download or copy?)"
+        if is_torch:  # torch's own words help only with a file that is torch's format
+            hint += f" (incomplete download or copy?) [{type(e).__name__}: {_first_sentence(msg)}]"
         raise WeightsError(
-            f"checkpoint {path} cannot be read by torch.load: {hint} "
-            f"[{type(e).__name__}: {msg[:160]}]",
-            _DOWNLOAD_FIX,
+            f"checkpoint {path} cannot be read by torch.load: {hint}", _DOWNLOAD_FIX
         ) from e
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of a message, or its first words up to ``limit`` characters —
+    never cut inside a word."""
+    end = text.find(". ")
+    if 0 < end < limit:
+        return text[: end + 1]
+    if len(text) <= limit:
+        return text
+    return text[: text.rfind(" ", 0, limit)].rstrip(" ,;:") + " …"
 
 
 def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
