@@ -145,7 +145,8 @@ def test_sigterm_is_like_ctrl_c(config_file, speech_wav, tmp_path):
 
 @pytest.mark.slow
 def test_replicas_end_with_their_parent_however_it_dies(cfg, tmp_path):
-    """A parent killed with SIGKILL (no cleanup at all) takes its replica processes along."""
+    """A parent killed with SIGKILL (no cleanup at all) takes its replica processes and the
+    resource tracker along."""
     script = (
         "import json, sys, time\n"
         "from lipbench.pools import Pools\n"
@@ -166,6 +167,11 @@ def test_replicas_end_with_their_parent_however_it_dies(cfg, tmp_path):
     finally:
         timer.cancel()
     assert len(pids) == 2 and all(_alive(p) for p in pids)
+    import psutil
+
+    # every process it started: the replicas, multiprocessing's resource tracker
+    pids = sorted({*pids, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))})
+    assert len(pids) >= 3
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 15
