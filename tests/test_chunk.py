@@ -26,7 +26,9 @@ def settings(cfg) -> Settings:
 @pytest.fixture(scope="module")
 def planned(cfg, speech_wav, tmp_path_factory):
     d = tmp_path_factory.mktemp("chunk")
-    plan = plan_audio(audio.read_wav(speech_wav), Settings.from_config(cfg), ["gan", "nogan"], chunks=2)
+    plan = plan_audio(
+        audio.read_wav(speech_wav), Settings.from_config(cfg), ["gan", "nogan"], chunks=2
+    )
     plan.save(d / "plan.json")
     return d, plan
 

@@ -26,15 +26,31 @@ def where(pattern: str, *, smk: bool = False) -> list[str]:
 @pytest.mark.parametrize(
     ("what", "pattern", "home"),
     [
-        ("chunk k → replica k % n", r"\b\w+ % (len\(\w*models\w*\)|replicas\b|n_replicas\b)", ["lipbench/schedule.py"]),
+        (
+            "chunk k → replica k % n",
+            r"\b\w+ % (len\(\w*models\w*\)|replicas\b|n_replicas\b)",
+            ["lipbench/schedule.py"],
+        ),
         ("the stream side folder", r"""/ ["']stream["']""", []),
         ("the playlist's name", r"""["']index\.m3u8["']""", ["lipbench/outputs.py"]),
         ("output names from --out", r"""\+ ["']\.run\.json["']""", ["lipbench/outputs.py"]),
         # typed settings are made from the config in request.py (jobs.py: the light job part);
         # the server's state and the bench's grid are front ends building their own objects
-        ("settings read from the config", r"def from_config\(",
-         ["lipbench/bench/grid.py", "lipbench/jobs.py", "lipbench/request.py", "lipbench/server/state.py"]),
-        ("encoder / render options from the config", r"(EncoderSettings|RenderOptions)\.from_config", []),
+        (
+            "settings read from the config",
+            r"def from_config\(",
+            [
+                "lipbench/bench/grid.py",
+                "lipbench/jobs.py",
+                "lipbench/request.py",
+                "lipbench/server/state.py",
+            ],
+        ),
+        (
+            "encoder / render options from the config",
+            r"(EncoderSettings|RenderOptions)\.from_config",
+            [],
+        ),
         ("the job label", r"UNTRAINED_LABEL\b(?! =)", ["lipbench/jobs.py"]),
     ],
 )

@@ -79,17 +79,21 @@ def test_speed_options_are_exact(job, sequential_frames):
 
 def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
     out = session_dir / "e2e"
-    seq = workbench.generate(workbench.request(
-        out / "seq" / "result.mp4", audio=speech_wav, strategy="sequential", progress=False
-    )).to_dict()
-    par = workbench.generate(workbench.request(
-        out / "par" / "result.mp4",
-        audio=speech_wav,
-        strategy="parallel",
-        models=["gan", "gan"],
-        chunks=2,
-        progress=False,
-    )).to_dict()
+    seq = workbench.generate(
+        workbench.request(
+            out / "seq" / "result.mp4", audio=speech_wav, strategy="sequential", progress=False
+        )
+    ).to_dict()
+    par = workbench.generate(
+        workbench.request(
+            out / "par" / "result.mp4",
+            audio=speech_wav,
+            strategy="parallel",
+            models=["gan", "gan"],
+            chunks=2,
+            progress=False,
+        )
+    ).to_dict()
     dur = audio.duration_s(speech_wav)
     for rec, d in ((seq, out / "seq"), (par, out / "par")):
         mp4 = d / "result.mp4"
@@ -135,14 +139,16 @@ def test_sequential_and_parallel_end_to_end(workbench, speech_wav, session_dir):
 
 
 def test_gan_nogan_seam_metric(workbench, speech_wav, session_dir):
-    rec = workbench.generate(workbench.request(
-        session_dir / "mix" / "result.mp4",
-        audio=speech_wav,
-        strategy="parallel",
-        models=["gan", "nogan"],
-        chunks=2,
-        progress=False,
-    )).to_dict()
+    rec = workbench.generate(
+        workbench.request(
+            session_dir / "mix" / "result.mp4",
+            audio=speech_wav,
+            strategy="parallel",
+            models=["gan", "nogan"],
+            chunks=2,
+            progress=False,
+        )
+    ).to_dict()
     assert [c["model"] for c in rec["chunks"]] == ["gan", "nogan"]
     (seam,) = rec["seams"]
     assert np.isfinite(seam["ratio"]) and seam["ratio"] > 0
@@ -170,13 +176,15 @@ def test_warm_renderer_switches_jobs_cleanly(job, cfg):
 def test_parallel_with_one_chunk_uses_a_full_replica(workbench, speech_wav, session_dir):
     """A parallel job the planner keeps in one chunk (short audio) is not starved onto a
     replica with half the cores: it runs on one replica holding all of them."""
-    rec = workbench.generate(workbench.request(
-        session_dir / "one" / "result.mp4",
-        audio=speech_wav,
-        strategy="parallel",
-        models=["gan", "nogan"],
-        progress=False,
-    )).to_dict()
+    rec = workbench.generate(
+        workbench.request(
+            session_dir / "one" / "result.mp4",
+            audio=speech_wav,
+            strategy="parallel",
+            models=["gan", "nogan"],
+            progress=False,
+        )
+    ).to_dict()
     assert rec["plan"]["n_chunks"] == 1  # ~2.5 s < 10 s → the seed's rule says sequential
     assert rec["one_chunk_on_full_replica"] is True
     assert rec["threads_per_replica"] == workbench.pool(["gan"]).specs[0].threads

@@ -189,7 +189,10 @@ def test_one_decision_for_every_caller(make_config, tmp_path):
     cfg = _latency_cfg(make_config, tmp_path, max_chunks=2)
     assert cfg["plan"]["objective"] == "latency"
     assert planned_chunks(10.0, 2, Settings.from_config(cfg)) == (1, "measured latency")
-    assert planned_chunks(10.0, 2, Settings.from_config(cfg), stream=False) == (2, "measured")  # latency = total time
+    assert planned_chunks(10.0, 2, Settings.from_config(cfg), stream=False) == (
+        2,
+        "measured",
+    )  # latency = total time
     assert planned_chunks(10.0, 2, Settings.from_config(cfg), chunks=3) == (3, "fixed")
     x = np.zeros(16000 * 10, dtype=np.float32)
     assert plan_audio(x, Settings.from_config(cfg), ["gan", "nogan"]).n_chunks == 1
@@ -205,6 +208,9 @@ def test_latency_needs_the_measured_cost_model(make_config, tmp_path):
     with pytest.raises(InputError, match="objective is 'latency' but plan.policy is 'seed'") as err:
         planned_chunks(20.0, 2, Settings.from_config(cfg))
     assert "plan.policy: measured" in err.value.fix
-    assert planned_chunks(20.0, 2, Settings.from_config(cfg), stream=False) == (2, "seed")  # not streamed: throughput
+    assert planned_chunks(20.0, 2, Settings.from_config(cfg), stream=False) == (
+        2,
+        "seed",
+    )  # not streamed: throughput
     with pytest.raises(InputError, match="plan/objective"):
         make_config(tmp_path, plan={"objective": "fast"})

@@ -83,7 +83,11 @@ def test_no_module_below_the_pipeline_reads_the_config_dict():
     def reads_config(tree: ast.AST) -> bool:
         for node in ast.walk(tree):
             target = node.value if isinstance(node, ast.Subscript) else None
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+            ):
                 target = node.func.value
             if isinstance(target, ast.Name) and target.id in ("cfg", "config"):
                 return True
@@ -92,7 +96,8 @@ def test_no_module_below_the_pipeline_reads_the_config_dict():
     readers = sorted(
         str(p.relative_to(src))
         for p in src.rglob("*.py")
-        if p.name not in front and p.parts[-2] not in ("server", "bench")
+        if p.name not in front
+        and p.parts[-2] not in ("server", "bench")
         and reads_config(ast.parse(p.read_text(encoding="utf-8")))
     )
     assert readers == []

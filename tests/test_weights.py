@@ -352,7 +352,10 @@ def test_a_random_bytes_checkpoint_is_one_line_without_torchs_cut_text(tmp_path:
         load_generator("gan", tmp_path)
     text = str(err.value)
     assert "does not look like a PyTorch file" in text and "[" not in text and "\n" not in text
-    from lipbench.weights import _first_sentence
+    from lipbench.errors import first_sentence
 
-    assert _first_sentence("Weights only load failed. In PyTorch 2.6, we changed") == "Weights only load failed."
-    assert _first_sentence("word " * 60, limit=22) == "word word word word …"
+    assert (
+        first_sentence("Weights only load failed. In PyTorch 2.6, we changed")
+        == "Weights only load failed."
+    )
+    assert first_sentence("word " * 60, limit=22) == "word word word word …"

@@ -25,7 +25,8 @@ from .inputs import build_inputs
 from .jobs import job_label, model_seed, threads_per_replica
 from .metrics import UsageSampler, mean_abs_diff
 from .plan import Plan
-from .record import ChunkRow, FaceInfo, RenderChoice, ReplicaRow, StageTimer, WeightsRow, face_info
+from .record import ChunkRow, FaceInfo, RenderChoice, ReplicaRow, WeightsRow
+from .stages import StageTimer
 from .stream.segments import SegmentWriter, StreamTarget
 from .video import EncoderSettings, FrameWriter
 
@@ -213,7 +214,9 @@ def render_plan_chunk(
     )
     loaded = load_renderer(spec)
     timer = StageTimer()
-    job, _ = build_inputs(settings.face, settings.fps, Path(audio), avatar, timer, str(Path(plan_path).resolve()))
+    job, _ = build_inputs(
+        settings.face, settings.fps, Path(audio), avatar, timer, str(Path(plan_path).resolve())
+    )
     # the label of the whole job, as the pool decides it: every chunk of a job looks alike
     job.label = job_label([c.model for c in plan.chunks], settings.job.weights)
     if job.n_frames != plan.n_frames:
@@ -239,7 +242,9 @@ def render_plan_chunk(
         "detect_s": timer.stages.get("detect", 0.0),
         "mel_s": timer.stages["mel"],
         "label": job.label,
-        "face": face_info(settings.face.to_dict(), job.boxes.faceless_summary()).to_dict(),
+        "face": FaceInfo(
+            settings=settings.face.to_dict(), **job.boxes.faceless_summary()
+        ).to_dict(),
         "process_start_ts": process_start_ts(),
         "render_options": dataclasses.asdict(spec.render_options),
         "usage": {"t0": usage_t0, **usage.summary()},

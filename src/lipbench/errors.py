@@ -32,3 +32,14 @@ class TTSError(LipbenchError):
 
 class MediaError(LipbenchError):
     """ffmpeg could not read or write a media file."""
+
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    """The first sentence of a message, or its first words up to ``limit`` characters —
+    never cut inside a word."""
+    end = text.find(". ")
+    if 0 < end < limit:
+        return text[: end + 1]
+    if len(text) <= limit:
+        return text
+    return text[: text.rfind(" ", 0, limit)].rstrip(" ,;:") + " …"

@@ -10,8 +10,8 @@ import numpy as np
 from . import audio as audio_mod
 from .face import FaceSettings, detect_faces, load_avatar
 from .plan import frame_count
-from .record import StageTimer
 from .render import JobInputs
+from .stages import StageTimer
 
 
 def build_inputs(

@@ -130,7 +130,9 @@ class Job:
     ) -> int:
         """Threads of each replica that renders a plan of ``n_chunks`` chunks: the pool's
         replicas and the workflow's chunk jobs alike."""
-        return self.threads or threads_per_replica(len(self.replica_models(n_chunks)), settings, cores)
+        return self.threads or threads_per_replica(
+            len(self.replica_models(n_chunks)), settings, cores
+        )
 
 
 def threads_per_replica(
@@ -168,7 +170,9 @@ def resolve_job(
 
 def frame_label(trained: bool, settings: JobSettings | Mapping[str, Any]) -> str | None:
     """Text stamped on every frame: only when some weights are untrained (and allowed)."""
-    return None if trained or not JobSettings.of(settings).weights.label_untrained else UNTRAINED_LABEL
+    return (
+        None if trained or not JobSettings.of(settings).weights.label_untrained else UNTRAINED_LABEL
+    )
 
 
 def job_label(plan_models: list[str], weights: WeightsSettings) -> str | None:

@@ -36,19 +36,19 @@ from .pool import ChunkTask, ReplicaPool
 from .pools import Pools
 from .record import (
     ChunkRow,
+    FaceInfo,
     ModelLoad,
     Outputs,
     ReplicaRow,
     RunRecord,
-    StageTimer,
     Startup,
     Timings,
     TTSInfo,
     build_record,
-    face_info,
 )
 from .replica import Cancelled
 from .request import GenerateRequest, Settings
+from .stages import StageTimer
 from .stream.playlist import StreamPublisher
 from .stream.run import latency, start_publisher, stream_target
 from .video import merge_chunks
@@ -199,13 +199,17 @@ def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNa
         replicas=done.replicas,
         timings=timings,
         outputs=Outputs(
-            video=str(final.video), record=str(final.record), plan=str(final.plan),
+            video=str(final.video),
+            record=str(final.record),
+            plan=str(final.plan),
             audio=str(final.audio),
             speech=str(final.side / prep.speech.name) if prep.speech else None,
         ),  # fmt: skip
         model_load=ModelLoad(
-            per_job=False, load_s=[r.load_s for r in done.replicas],
-            pool_start_s=done.pool_start_s, waited_s=done.waited_s,
+            per_job=False,
+            load_s=[r.load_s for r in done.replicas],
+            pool_start_s=done.pool_start_s,
+            waited_s=done.waited_s,
             note="replicas load once per pool and are reused; not in timings.total",
         ),  # fmt: skip
         cpu=done.usage,
@@ -216,7 +220,7 @@ def finish(req: GenerateRequest, prep: Prepared, done: Rendered, stage: OutputNa
         one_chunk_on_full_replica=req.job.one_chunk_on_full_replica(plan.n_chunks),
         process_start_ts=origin[0],
         latency=latency(origin, done.publisher, time.time(), final.playlist),
-        face=face_info(s.face.to_dict(), prep.inputs.boxes.faceless_summary()),
+        face=FaceInfo(settings=s.face.to_dict(), **prep.inputs.boxes.faceless_summary()),
     )
 
 
@@ -225,7 +229,9 @@ class Workbench:
 
     cancels_jobs = True  # honours ``request.Hooks.should_stop`` (the server asks)
 
-    def __init__(self, cfg: dict[str, Any] | Settings | None = None, in_process_single: bool = False):
+    def __init__(
+        self, cfg: dict[str, Any] | Settings | None = None, in_process_single: bool = False
+    ):
         """``in_process_single``: see ``pools.Pools``."""
         self.settings = cfg if isinstance(cfg, Settings) else Settings.from_config(cfg if cfg is not None else load_config())  # fmt: skip
         self.pools = Pools(self.settings, in_process_single)
@@ -240,7 +246,9 @@ class Workbench:
 
     def pool(self, models: list[str] | tuple[str, ...], threads: int | None = None) -> ReplicaPool:
         """The warm pool for these models (started on first use)."""
-        return self.pools.get(models, threads or threads_per_replica(len(models), self.settings.job))
+        return self.pools.get(
+            models, threads or threads_per_replica(len(models), self.settings.job)
+        )
 
     def generate(self, req: GenerateRequest) -> RunRecord:
         """Run one request; publish its .mp4, .run.json and .files/ together at the end,
@@ -258,7 +266,15 @@ class Workbench:
             # replica start-up or another job's lease: recorded, not counted in the timings
             timer.stages["infer"] = round(timer.stages["infer"] - done.waited_s, 4)
             timer.t0 += done.waited_s
-            rec = finish(req, prep, done, st.stage, timer, origin, startup(req, origin[0], job_ts, inputs_ts, done))
+            rec = finish(
+                req,
+                prep,
+                done,
+                st.stage,
+                timer,
+                origin,
+                startup(req, origin[0], job_ts, inputs_ts, done),
+            )
             if not req.keep_chunks:
                 shutil.rmtree(st.stage.chunks, ignore_errors=True)
             rec.write(st.stage.record)

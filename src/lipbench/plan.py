@@ -261,7 +261,9 @@ def plan_audio(
     """Chunk count from ``planned_chunks`` (an explicit ``chunks``, else the settings'
     policy and objective; ``stream``: whether the job streams); then cut."""
     p = settings.plan
-    n, policy = planned_chunks(len(samples) / SAMPLE_RATE, len(models), settings, chunks, stream=stream)
+    n, policy = planned_chunks(
+        len(samples) / SAMPLE_RATE, len(models), settings, chunks, stream=stream
+    )
     return make_plan(samples, settings.fps, n, models, policy, p.snap_silence, p.snap_window_s)
 
 

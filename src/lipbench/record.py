@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,25 +20,6 @@ from .metrics import seam_scores
 from .sysinfo import machine, versions
 
 RECORD_VERSION = 3
-
-
-class StageTimer:
-    """Wall time of named stages, in the order they ran."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-        self.t0 = time.perf_counter()
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t, 4)
-
-    def total(self) -> float:
-        return round(time.perf_counter() - self.t0, 4)
 
 
 class _Typed:
@@ -310,12 +289,6 @@ class RunRecord(_Typed):
         return write_text_atomic(path, text + "\n")
 
 
-def face_info(settings: dict[str, Any], summary: dict[str, Any]) -> FaceInfo:
-    """``settings``: ``FaceSettings.to_dict()``; ``summary``: ``FaceBoxes.faceless_summary()``
-    of the whole job."""
-    return FaceInfo(settings=settings, **summary)
-
-
 def read_record(path: str | Path) -> RunRecord:
     return RunRecord.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
@@ -424,12 +397,3 @@ def _default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def shape_of(value: Any) -> Any:
-    """Keys and leaf types of a record's dict, for the parity test (None matches any type)."""
-    if isinstance(value, dict):
-        return {k: shape_of(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape_of(value[0])] if value else []
-    return None if value is None else type(value).__name__

@@ -166,16 +166,7 @@ def stamp_label(frame: np.ndarray, text: str) -> np.ndarray:
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     x, y = 6, 6 + th  # y: the text's baseline
     cv2.rectangle(frame, (x - 3, y - th - 3), (x + tw + 3, y + base + 3), (0, 0, 0), -1)
-    cv2.putText(
-        frame,
-        text,
-        (x, y),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (255, 255, 255),
-        thick,
-        cv2.LINE_AA,
-    )
+    cv2.putText(frame, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)  # fmt: skip
     return frame
 
 

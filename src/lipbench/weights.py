@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_path, write_text_atomic
 from .cachedir import cache_root
-from .errors import WeightsError
+from .errors import WeightsError, first_sentence
 from .gencache import cached_seeded_generator, seeded_random_generator, seeded_weights_id
 
 if TYPE_CHECKING:
@@ -201,21 +201,10 @@ def _read_torch_file(path: Path, map_location: str | torch.device) -> Any:
                 f"or {_DOWNLOAD_FIX}",
             ) from e
         if is_torch:  # torch's own words help only with a file that is torch's format
-            hint += f" (incomplete download or copy?) [{type(e).__name__}: {_first_sentence(msg)}]"
+            hint += f" (incomplete download or copy?) [{type(e).__name__}: {first_sentence(msg)}]"
         raise WeightsError(
             f"checkpoint {path} cannot be read by torch.load: {hint}", _DOWNLOAD_FIX
         ) from e
-
-
-def _first_sentence(text: str, limit: int = 160) -> str:
-    """The first sentence of a message, or its first words up to ``limit`` characters —
-    never cut inside a word."""
-    end = text.find(". ")
-    if 0 < end < limit:
-        return text[: end + 1]
-    if len(text) <= limit:
-        return text
-    return text[: text.rfind(" ", 0, limit)].rstrip(" ,;:") + " …"
 
 
 def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:

@@ -13,7 +13,7 @@ from lipbench.errors import InputError
 from lipbench.face import FaceSettings
 from lipbench.face.settings import resolve_cache_dir
 from lipbench.inputs import build_inputs
-from lipbench.record import StageTimer
+from lipbench.stages import StageTimer
 
 
 def _schema_face() -> dict:

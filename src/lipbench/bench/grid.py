@@ -192,7 +192,9 @@ def planner_for(
     """The configured planner's chunk count (1 = it would render sequentially)."""
     from ..request import Settings
 
-    return planned_chunks(duration_s, replicas, Settings.from_config(cfg), cost=cost, stream=stream)[0]
+    return planned_chunks(
+        duration_s, replicas, Settings.from_config(cfg), cost=cost, stream=stream
+    )[0]
 
 
 # --- parameters as the CLI and the notebooks pass them -----------------------------------

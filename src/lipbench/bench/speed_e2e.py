@@ -191,9 +191,11 @@ def end_to_end_rows(s: Suite, wav: Path, batch: int, paths: list[dict[str, Any]]
 def _job_for(s: Suite, wav: Path, loaded: LoadedRenderer) -> JobInputs:
     from ..inputs import build_inputs
     from ..jobs import frame_label
-    from ..record import StageTimer
+    from ..stages import StageTimer
 
     settings = Settings.from_config(s.cfg)
-    job, _ = build_inputs(settings.face, settings.fps, wav, None, StageTimer(), f"prep#{time.time_ns()}")
+    job, _ = build_inputs(
+        settings.face, settings.fps, wav, None, StageTimer(), f"prep#{time.time_ns()}"
+    )
     job.label = frame_label(loaded.weights.trained, s.cfg)
     return job

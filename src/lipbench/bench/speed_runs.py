@@ -12,9 +12,9 @@ from ..chunk import LoadedRenderer, render_chunk
 from ..inputs import build_inputs
 from ..jobs import frame_label
 from ..pipeline import Workbench
-from ..record import StageTimer
 from ..render import MEL_STEP, JobInputs, mel_window_starts
 from ..request import Settings
+from ..stages import StageTimer
 from ..video import mux_audio
 from .speech import make_speech
 
@@ -36,10 +36,14 @@ def end_to_end(cfg: dict[str, Any], wav: Path, loaded: LoadedRenderer, device: s
     """WAV → MP4, sequential, in this process: mel, face (cached), render, paste, encode, mux."""
     threads = loaded.renderer.network.threads
     settings = Settings.from_config(cfg)
-    build_inputs(settings.face, settings.fps, wav, None, StageTimer(), "warm")  # fills the face cache: not timed
+    build_inputs(
+        settings.face, settings.fps, wav, None, StageTimer(), "warm"
+    )  # fills the face cache: not timed
     t0 = time.perf_counter()
     # a fresh job key: a renderer reused across runs must not serve faces from its per-job cache
-    job, _ = build_inputs(settings.face, settings.fps, wav, None, StageTimer(), f"{out}#{time.time_ns()}")
+    job, _ = build_inputs(
+        settings.face, settings.fps, wav, None, StageTimer(), f"{out}#{time.time_ns()}"
+    )
     job.label = frame_label(loaded.weights.trained, cfg)
     video_only = out.with_name(out.stem + ".video.mp4")
     identity = dict(chunk=0, model="gan", replica=0, threads=threads, device=device)

@@ -34,8 +34,8 @@ from ..config import resolve_device
 from ..inputs import build_inputs
 from ..jobs import frame_label, model_seed, threads_per_replica
 from ..model import FLOPS_PER_FRAME
-from ..record import StageTimer
 from ..request import Settings
+from ..stages import StageTimer
 from ..sysinfo import machine, versions
 from ..tuning import calibrate_batch
 from ..weights import load_generator

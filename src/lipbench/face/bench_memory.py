@@ -68,8 +68,8 @@ def child(avatar: str, wav: str, work: str) -> None:
     from lipbench.chunk import render_chunk
     from lipbench.face import FaceSettings
     from lipbench.inputs import build_inputs
-    from lipbench.record import StageTimer
     from lipbench.render import Renderer, RenderOptions
+    from lipbench.stages import StageTimer
     from lipbench.video import EncoderSettings
     from lipbench.weights import load_generator
 
