@@ -5,14 +5,12 @@ what the entries mean."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_text_atomic
+from ..atomic import file_lock, write_text_atomic
 from ..cachedir import cache_root
 
 log = logging.getLogger("lipbench.tuning")
@@ -31,19 +29,9 @@ def _load() -> dict[str, Any]:
         return {}
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
+def _locked() -> contextlib.AbstractContextManager[None]:
     """Serialise read-modify-write of the cache between replicas calibrating at once."""
-    path = cache_path().with_suffix(".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a")  # noqa: SIM115 - held for the block
-    except OSError:
-        yield
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+    return file_lock(cache_path().with_suffix(".lock"))
 
 
 def _update(key: str, entry: Any, merge: bool = False) -> None:

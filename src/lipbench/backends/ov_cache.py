@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,14 +30,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, file_lock, write_text_atomic
 from ..cachedir import cache_root
 from ..sysinfo import machine
 from . import VERSION, to_faces
@@ -152,18 +150,11 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Serialise read-modify-write of one folder's records between replicas."""
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache: the block runs unlocked
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder.parent / f".{folder.name}.lock", "a")  # noqa: SIM115 - held below
-    except OSError:
-        yield
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
+    return file_lock(folder.parent / f".{folder.name}.lock")
 
 
 def load_cached(key: NetworkKey, *, verify: bool = True) -> CachedNetwork | None:
