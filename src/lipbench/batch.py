@@ -78,7 +78,7 @@ class Batch:
                     self._handle(msg)
                 self._check_deaths()
                 if self.should_stop and self.should_stop():
-                    raise Cancelled("the job was cancelled", "its client went away; nothing was published")  # fmt: skip
+                    raise Cancelled.client_gone()
         except BaseException:
             self._abandon()
             raise

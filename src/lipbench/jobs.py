@@ -168,18 +168,21 @@ def resolve_job(
     return Job(strategy, tuple(chosen), chunks, threads, s.device)
 
 
+def untrained_label(trained: bool, allowed: bool) -> str | None:
+    """Text stamped on every frame: only when some weights are untrained (and the config's
+    ``weights.label_untrained`` allows it). The one rule behind both helpers below."""
+    return None if trained or not allowed else UNTRAINED_LABEL
+
+
 def frame_label(trained: bool, settings: JobSettings | Mapping[str, Any]) -> str | None:
-    """Text stamped on every frame: only when some weights are untrained (and allowed)."""
-    return (
-        None if trained or not JobSettings.of(settings).weights.label_untrained else UNTRAINED_LABEL
-    )
+    """The label for frames of weights that are (or are not) ``trained``."""
+    return untrained_label(trained, JobSettings.of(settings).weights.label_untrained)
 
 
 def job_label(plan_models: list[str], weights: WeightsSettings) -> str | None:
     """The label of a whole job, from the checkpoints its plan renders with: the same on
     every frame and on both paths (the pool and the workflow's chunk jobs)."""
-    trained = all(weights.trained(m) for m in plan_models)
-    return None if trained or not weights.label_untrained else UNTRAINED_LABEL
+    return untrained_label(all(weights.trained(m) for m in plan_models), weights.label_untrained)
 
 
 def model_seed(base: int, model: str) -> int:

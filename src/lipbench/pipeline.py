@@ -81,7 +81,7 @@ class Rendered:
 def _check_stop(req: GenerateRequest) -> None:
     """Between stages: a job whose client went away stops here, not only while rendering."""
     if req.hooks.should_stop and req.hooks.should_stop():
-        raise Cancelled("the job was cancelled", "its client went away; nothing was published")
+        raise Cancelled.client_gone()
 
 
 def prepare_audio(req: GenerateRequest, stage: OutputNames, timer: StageTimer) -> tuple[Path, Path | None, TTSInfo | None]:  # fmt: skip

@@ -80,6 +80,11 @@ Message = Ready | Failed | Started | Progress | Done | Error
 class Cancelled(LipbenchError):
     """A job stopped on purpose (Ctrl-C, or a server client that went away)."""
 
+    @classmethod
+    def client_gone(cls) -> Cancelled:
+        """The job's caller asked it to stop (``Hooks.should_stop``)."""
+        return cls("the job was cancelled", "its client went away; nothing was published")
+
 
 def exit_with_parent(parent: int, every_s: float = 0.5) -> threading.Thread:
     """A replica process ends when its parent is gone, however the parent died (SIGKILL

@@ -239,6 +239,22 @@ class CancellableWorkbench(FakeWorkbench):
                 raise LipbenchError("job cancelled")
 
 
+def start_uvicorn(config: Any) -> tuple[Any, threading.Thread, int]:
+    """A uvicorn server on a thread, started (it fails the test if it does not start):
+    (server, thread, port)."""
+    import uvicorn
+
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if srv.started:
+            break
+        threading.Event().wait(0.02)
+    assert srv.started, "uvicorn did not start"
+    return srv, thread, srv.servers[0].sockets[0].getsockname()[1]
+
+
 def jobs_dir(cfg: dict[str, Any]) -> Path:
     return Path(cfg["results_dir"]) / "server"
 

@@ -12,14 +12,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from server_fakes import FakeWorkbench
+from server_fakes import FakeWorkbench, start_uvicorn
 
 from lipbench import server
 from lipbench.ffmpeg import ffmpeg_exe
@@ -90,15 +89,9 @@ class PageWorkbench(FakeWorkbench):
 def page_server(fake_cfg) -> Iterator[tuple[str, PageWorkbench]]:
     wb = PageWorkbench(fake_cfg)
     app = server.create_app(fake_cfg, workbench=wb, warmup=False)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        threading.Event().wait(0.02)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}", wb
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    srv, thread, port = start_uvicorn(config)
+    yield f"http://127.0.0.1:{port}", wb
     wb.gate.set()
     wb.first_gate.set()
     srv.should_exit = True

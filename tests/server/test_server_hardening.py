@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from server_fakes import BASE, TINY_MP4, FakeWorkbench, LeasingWorkbench, jobs_dir
+from server_fakes import BASE, TINY_MP4, FakeWorkbench, LeasingWorkbench, jobs_dir, start_uvicorn
 
 from lipbench import server, tts
 from lipbench.record import RunRecord
@@ -105,15 +105,8 @@ def live_fake(fake_cfg, monkeypatch) -> Iterator[int]:
     app = server.create_app(fake_cfg, workbench=FakeWorkbench(fake_cfg), warmup=False)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                             http=protocol_with_deadline(0.5))  # fmt: skip
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if srv.started:
-            break
-        threading.Event().wait(0.02)
-    assert srv.started, "uvicorn did not start"
-    yield srv.servers[0].sockets[0].getsockname()[1]
+    srv, thread, port = start_uvicorn(config)
+    yield port
     srv.should_exit = True
     thread.join(30)
 
